@@ -1,0 +1,288 @@
+// treelora/backend/cpu_backend.hpp: the CPU backend on Eigen.
+// GEMM goes through Eigen's blocked kernels (threaded with OpenMP when the target links it); row-wise
+// operations run rows in parallel; everything else is a vectorised Eigen array expression.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <numbers>
+#include <span>
+#include <string_view>
+
+#include <Eigen/Core>
+#include <unsupported/Eigen/SpecialFunctions>  // erf for GELU
+
+#include "treelora/backend/backend.hpp"
+#include "treelora/backend/random.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#define TREELORA_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#else
+#define TREELORA_PARALLEL_FOR
+#endif
+
+namespace treelora {
+
+/// Owning, 64-byte aligned host array. Moves, never copies implicitly.
+template <class Scalar>
+class host_buffer {
+ public:
+  host_buffer() = default;
+  explicit host_buffer(index_t size) : size_(size) {
+    if (size < 0) throw_invalid_argument("host_buffer", concat("negative size ", size));
+    if (size > 0) {
+      const std::size_t bytes = ((static_cast<std::size_t>(size) * sizeof(Scalar) + 63) / 64) * 64;
+      data_.reset(static_cast<Scalar*>(std::aligned_alloc(64, bytes)));
+      if (!data_) throw std::bad_alloc();
+    }
+  }
+  Scalar* data() { return data_.get(); }
+  const Scalar* data() const { return data_.get(); }
+  index_t size() const { return size_; }
+
+ private:
+  struct free_deleter {
+    void operator()(Scalar* p) const { std::free(p); }
+  };
+  std::unique_ptr<Scalar, free_deleter> data_;
+  index_t size_ = 0;
+};
+
+/// The CPU backend. Stateless: one object may be shared by any number of layers and threads.
+template <class Scalar>
+class cpu_backend {
+ public:
+  using scalar_type = Scalar;
+  using buffer_type = host_buffer<Scalar>;
+  static constexpr bool is_host_accessible = true;
+  static constexpr std::string_view name() {
+    if constexpr (std::is_same_v<Scalar, float>) return "cpu<float>";
+    else return "cpu<double>";
+  }
+
+  // Row-major Eigen views of raw memory with a leading dimension: the zero-copy interop type.
+  using matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using matrix_map = Eigen::Map<matrix, Eigen::Unaligned, Eigen::OuterStride<>>;
+  using const_matrix_map = Eigen::Map<const matrix, Eigen::Unaligned, Eigen::OuterStride<>>;
+  using array_map = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
+  using const_array_map = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
+
+  // ---------------------------------------------------------------- memory
+  buffer_type allocate(index_t n) { return buffer_type(n); }
+  void copy_from_host(const Scalar* host, Scalar* out, index_t n) { copy(host, out, n); }
+  void copy_to_host(const Scalar* in, Scalar* host, index_t n) { copy(in, host, n); }
+  void copy(const Scalar* in, Scalar* out, index_t n) {
+    if (n > 0 && in != out) std::memmove(out, in, static_cast<std::size_t>(n) * sizeof(Scalar));
+  }
+  void fill(Scalar* out, index_t n, Scalar value) { std::fill_n(out, n, value); }
+  void fill_uniform(Scalar* out, index_t n, Scalar lo, Scalar hi, std::uint64_t seed, std::uint64_t offset) {
+    const double width = static_cast<double>(hi) - static_cast<double>(lo);
+    TREELORA_PARALLEL_FOR
+    for (index_t i = 0; i < n; ++i)
+      out[i] = static_cast<Scalar>(lo + width * random::uniform01(seed, offset + static_cast<std::uint64_t>(i)));
+  }
+  void fill_normal(Scalar* out, index_t n, Scalar mean, Scalar stddev, std::uint64_t seed, std::uint64_t offset) {
+    TREELORA_PARALLEL_FOR
+    for (index_t i = 0; i < n; ++i)
+      out[i] = static_cast<Scalar>(mean + stddev * random::standard_normal(seed, offset + static_cast<std::uint64_t>(i)));
+  }
+  void synchronize() {}
+
+  // ---------------------------------------------------------------- BLAS
+  /// C[m x n] = alpha op(A) op(B) + beta C, row-major; op(A) is m x k, op(B) is k x n.
+  void gemm(transpose trans_a, transpose trans_b, index_t m, index_t n, index_t k, Scalar alpha, const Scalar* a,
+            index_t lda, const Scalar* b, index_t ldb, Scalar beta, Scalar* c, index_t ldc) {
+    if (m == 0 || n == 0) return;
+    matrix_map cm(c, m, n, Eigen::OuterStride<>(ldc));
+    if (k == 0) {
+      scale_matrix(cm, beta);
+      return;
+    }
+    const index_t a_rows = trans_a == transpose::no ? m : k, a_cols = trans_a == transpose::no ? k : m;
+    const index_t b_rows = trans_b == transpose::no ? k : n, b_cols = trans_b == transpose::no ? n : k;
+    const_matrix_map am(a, a_rows, a_cols, Eigen::OuterStride<>(lda));
+    const_matrix_map bm(b, b_rows, b_cols, Eigen::OuterStride<>(ldb));
+    scale_matrix(cm, beta);
+    // One Eigen product per transpose combination; each dispatches to the same blocked kernel.
+    if (trans_a == transpose::no && trans_b == transpose::no) cm.noalias() += alpha * am * bm;
+    else if (trans_a == transpose::no) cm.noalias() += alpha * am * bm.transpose();
+    else if (trans_b == transpose::no) cm.noalias() += alpha * am.transpose() * bm;
+    else cm.noalias() += alpha * am.transpose() * bm.transpose();
+  }
+
+  /// batch independent gemms; operand i starts at base + i * stride. Batches run in parallel, each on one
+  /// thread (Eigen runs a product single-threaded inside a parallel region).
+  void gemm_strided_batched(transpose trans_a, transpose trans_b, index_t m, index_t n, index_t k, Scalar alpha,
+                            const Scalar* a, index_t lda, index_t stride_a, const Scalar* b, index_t ldb,
+                            index_t stride_b, Scalar beta, Scalar* c, index_t ldc, index_t stride_c, index_t batch) {
+    TREELORA_PARALLEL_FOR
+    for (index_t i = 0; i < batch; ++i)
+      gemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c,
+           ldc);
+  }
+
+  void axpy(index_t n, Scalar alpha, const Scalar* x, Scalar* y) {
+    array_map(y, n) += alpha * const_array_map(x, n);
+  }
+  void scale(index_t n, Scalar alpha, Scalar* x) { array_map(x, n) *= alpha; }
+
+  // ---------------------------------------------------------------- elementwise
+  void map(unary_function f, index_t n, const Scalar* in, Scalar* out) {
+    const_array_map x(in, n);
+    array_map y(out, n);
+    constexpr Scalar inv_sqrt2 = static_cast<Scalar>(1.0 / std::numbers::sqrt2);
+    constexpr Scalar inv_sqrt_2pi = static_cast<Scalar>(0.3989422804014327);
+    switch (f) {
+      case unary_function::gelu: y = Scalar(0.5) * x * (Scalar(1) + (x * inv_sqrt2).erf()); break;
+      case unary_function::gelu_derivative:
+        y = Scalar(0.5) * (Scalar(1) + (x * inv_sqrt2).erf()) + x * inv_sqrt_2pi * (Scalar(-0.5) * x * x).exp();
+        break;
+      case unary_function::exp: y = x.exp(); break;
+      case unary_function::tanh: y = x.tanh(); break;
+      case unary_function::relu: y = x.max(Scalar(0)); break;
+      case unary_function::relu_derivative: y = (x > Scalar(0)).template cast<Scalar>(); break;
+    }
+  }
+  void multiply(index_t n, const Scalar* a, const Scalar* b, Scalar* out) {
+    array_map(out, n) = const_array_map(a, n) * const_array_map(b, n);
+  }
+  void multiply_add(index_t n, const Scalar* a, const Scalar* b, Scalar* out) {
+    array_map(out, n) += const_array_map(a, n) * const_array_map(b, n);
+  }
+  void add_row_vector(index_t rows, index_t cols, const Scalar* vector, Scalar* out) {
+    matrix_map(out, rows, cols, Eigen::OuterStride<>(cols)).rowwise() +=
+        const_matrix_map(vector, 1, cols, Eigen::OuterStride<>(cols)).row(0);
+  }
+  void sum_rows(index_t rows, index_t cols, const Scalar* in, Scalar beta, Scalar* out) {
+    auto o = matrix_map(out, 1, cols, Eigen::OuterStride<>(cols));
+    if (beta == Scalar(0)) o.setZero();
+    else if (beta != Scalar(1)) o *= beta;
+    o += const_matrix_map(in, rows, cols, Eigen::OuterStride<>(cols)).colwise().sum();
+  }
+
+  void softmax_rows(index_t rows, index_t cols, const Scalar* in, Scalar* out) {
+    TREELORA_PARALLEL_FOR
+    for (index_t r = 0; r < rows; ++r) {
+      const_array_map x(in + r * cols, cols);
+      array_map y(out + r * cols, cols);
+      y = (x - x.maxCoeff()).exp();
+      y /= y.sum();
+    }
+  }
+  /// dx = y * (dy - sum(dy * y)) per row.
+  void softmax_rows_backward(index_t rows, index_t cols, const Scalar* y, const Scalar* dy, Scalar* dx) {
+    TREELORA_PARALLEL_FOR
+    for (index_t r = 0; r < rows; ++r) {
+      const_array_map yr(y + r * cols, cols), dyr(dy + r * cols, cols);
+      const Scalar s = (yr * dyr).sum();
+      array_map(dx + r * cols, cols) = yr * (dyr - s);
+    }
+  }
+
+  /// y = (x - mean) * rstd * gamma + beta per row; saves mean and rstd = 1 / sqrt(var + eps) (biased var).
+  void layer_norm_forward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, const Scalar* beta,
+                          Scalar eps, Scalar* y, Scalar* mean, Scalar* rstd) {
+    const_array_map g(gamma, cols), b(beta, cols);
+    TREELORA_PARALLEL_FOR
+    for (index_t r = 0; r < rows; ++r) {
+      const_array_map xr(x + r * cols, cols);
+      const Scalar mu = xr.mean();
+      const Scalar var = (xr - mu).square().mean();
+      const Scalar s = Scalar(1) / std::sqrt(var + eps);
+      mean[r] = mu;
+      rstd[r] = s;
+      array_map(y + r * cols, cols) = (xr - mu) * s * g + b;
+    }
+  }
+  /// dx = rstd (g - mean(g) - xhat mean(g xhat)) with g = dy * gamma; dgamma += sum dy xhat; dbeta += sum dy.
+  void layer_norm_backward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, const Scalar* mean,
+                           const Scalar* rstd, const Scalar* dy, Scalar* dx, Scalar* dgamma, Scalar* dbeta) {
+    const_array_map gm(gamma, cols);
+    TREELORA_PARALLEL_FOR
+    for (index_t r = 0; r < rows; ++r) {
+      const_array_map xr(x + r * cols, cols), dyr(dy + r * cols, cols);
+      const auto xhat = (xr - mean[r]) * rstd[r];
+      const Eigen::Array<Scalar, Eigen::Dynamic, 1> g = dyr * gm;
+      const Scalar g_mean = g.mean();
+      const Scalar gx_mean = (g * xhat).mean();
+      array_map(dx + r * cols, cols) = rstd[r] * (g - g_mean - xhat * gx_mean);
+    }
+    array_map dg(dgamma, cols), db(dbeta, cols);
+    for (index_t r = 0; r < rows; ++r) {
+      const_array_map xr(x + r * cols, cols), dyr(dy + r * cols, cols);
+      dg += dyr * (xr - mean[r]) * rstd[r];
+      db += dyr;
+    }
+  }
+
+  void gather_rows(std::span<const index_t> rows, index_t cols, const Scalar* in, Scalar* out) {
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      copy(in + rows[i] * cols, out + static_cast<index_t>(i) * cols, cols);
+  }
+  void scatter_add_rows(std::span<const index_t> rows, index_t cols, const Scalar* in, Scalar* out) {
+    for (std::size_t i = 0; i < rows.size(); ++i) axpy(cols, Scalar(1), in + static_cast<index_t>(i) * cols, out + rows[i] * cols);
+  }
+
+  // ---------------------------------------------------------------- reductions
+  Scalar sum(index_t n, const Scalar* x) { return n ? const_array_map(x, n).sum() : Scalar(0); }
+  Scalar dot(index_t n, const Scalar* x, const Scalar* y) {
+    return n ? (const_array_map(x, n) * const_array_map(y, n)).sum() : Scalar(0);
+  }
+  Scalar l1_norm(index_t n, const Scalar* x) { return n ? const_array_map(x, n).abs().sum() : Scalar(0); }
+  Scalar l1_distance(index_t n, const Scalar* x, const Scalar* y) {
+    return n ? (const_array_map(x, n) - const_array_map(y, n)).abs().sum() : Scalar(0);
+  }
+  Scalar max(index_t n, const Scalar* x) {
+    return n ? const_array_map(x, n).maxCoeff() : -std::numeric_limits<Scalar>::infinity();
+  }
+  Scalar squared_norm(index_t n, const Scalar* x) { return n ? const_array_map(x, n).square().sum() : Scalar(0); }
+
+  // ---------------------------------------------------------------- optimiser kernels (PyTorch semantics)
+  void sgd_step(index_t n, Scalar* param, const Scalar* grad, Scalar* momentum_buffer, Scalar lr, Scalar momentum,
+                Scalar dampening, Scalar weight_decay, bool nesterov, bool first_step) {
+    array_map p(param, n);
+    const_array_map g(grad, n);
+    Eigen::Array<Scalar, Eigen::Dynamic, 1> d = weight_decay != Scalar(0) ? (g + weight_decay * p).eval() : g.eval();
+    if (momentum != Scalar(0)) {
+      array_map buf(momentum_buffer, n);
+      if (first_step) buf = d;
+      else buf = momentum * buf + (Scalar(1) - dampening) * d;
+      if (nesterov) d += momentum * buf;
+      else d = buf;
+    }
+    p -= lr * d;
+  }
+  void adam_step(index_t n, Scalar* param, const Scalar* grad, Scalar* m, Scalar* v, Scalar lr, Scalar beta1,
+                 Scalar beta2, Scalar eps, Scalar weight_decay, bool decoupled, std::int64_t step) {
+    array_map p(param, n), mm(m, n), vv(v, n);
+    const_array_map g(grad, n);
+    const Scalar bc1 = Scalar(1) - std::pow(beta1, static_cast<Scalar>(step));
+    const Scalar bc2 = Scalar(1) - std::pow(beta2, static_cast<Scalar>(step));
+    if (decoupled) {
+      if (weight_decay != Scalar(0)) p *= Scalar(1) - lr * weight_decay;  // AdamW
+      mm = beta1 * mm + (Scalar(1) - beta1) * g;
+      vv = beta2 * vv + (Scalar(1) - beta2) * g.square();
+    } else {
+      const auto gd = g + weight_decay * p;  // Adam's L2 penalty folded into the gradient
+      mm = beta1 * mm + (Scalar(1) - beta1) * gd;
+      vv = beta2 * vv + (Scalar(1) - beta2) * gd.square();
+    }
+    p -= (lr / bc1) * mm / (vv.sqrt() / std::sqrt(bc2) + eps);
+  }
+
+ private:
+  static void scale_matrix(matrix_map& c, Scalar beta) {
+    if (beta == Scalar(0)) c.setZero();  // beta = 0 ignores C, NaN included (BLAS convention)
+    else if (beta != Scalar(1)) c *= beta;
+  }
+};
+
+static_assert(check_backend<cpu_backend<float>>());
+static_assert(check_backend<cpu_backend<double>>());
+
+}  // namespace treelora

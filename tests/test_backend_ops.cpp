@@ -1,0 +1,272 @@
+// Every backend kernel against a naive double-precision loop, on every backend in the test list.
+#include "test_support.hpp"
+
+#include <numbers>
+
+using namespace treelora;
+using treelora::testing::random_tensor;
+using treelora::testing::relative_error;
+using treelora::testing::tolerance_v;
+
+namespace {
+template <class T>
+std::vector<double> to_double(const std::vector<T>& v) {
+  return {v.begin(), v.end()};
+}
+// Naive C = alpha op(A) op(B) + beta C on row-major host data.
+std::vector<double> naive_gemm(bool ta, bool tb, index_t m, index_t n, index_t k, double alpha, const std::vector<double>& a,
+                               const std::vector<double>& b, double beta, std::vector<double> c) {
+  for (index_t i = 0; i < m; ++i)
+    for (index_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (index_t p = 0; p < k; ++p) {
+        const double av = ta ? a[static_cast<std::size_t>(p * m + i)] : a[static_cast<std::size_t>(i * k + p)];
+        const double bv = tb ? b[static_cast<std::size_t>(j * k + p)] : b[static_cast<std::size_t>(p * n + j)];
+        s += av * bv;
+      }
+      auto& cv = c[static_cast<std::size_t>(i * n + j)];
+      cv = alpha * s + (beta == 0 ? 0.0 : beta * cv);
+    }
+  return c;
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE("gemm matches a naive loop for every transpose, alpha and beta", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  const index_t m = 7, n = 5, k = 9;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (double beta : {0.0, 1.0, -0.5}) {
+        auto a = random_tensor(backend, ta ? shape{k, m} : shape{m, k}, 1);
+        auto b = random_tensor(backend, tb ? shape{n, k} : shape{k, n}, 2);
+        auto c = random_tensor(backend, shape{m, n}, 3);
+        const auto expected = naive_gemm(ta, tb, m, n, k, 1.5, to_double(a.to_host()), to_double(b.to_host()), beta,
+                                         to_double(c.to_host()));
+        matmul<B>(a, transpose{ta}, b, transpose{tb}, c, 1.5, static_cast<typename B::scalar_type>(beta));
+        CHECK(relative_error(c.to_host(), expected) < 10 * tolerance_v<B>);
+      }
+}
+
+TEST_CASE_TEMPLATE("gemm with beta = 0 ignores NaN already in the output", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  auto a = random_tensor(backend, shape{3, 4}, 1), b = random_tensor(backend, shape{4, 2}, 2);
+  tensor<B> c(backend, shape{3, 2});
+  c.fill(std::numeric_limits<typename B::scalar_type>::quiet_NaN());
+  matmul<B>(a, transpose::no, b, transpose::no, c);
+  for (auto v : c.to_host()) CHECK(std::isfinite(static_cast<double>(v)));
+}
+
+TEST_CASE_TEMPLATE("batched gemm matches per-batch naive loops", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  const index_t batch = 4, m = 6, n = 3, k = 5;
+  for (bool tb : {false, true}) {
+    auto a = random_tensor(backend, shape{batch, m, k}, 4);
+    auto b = random_tensor(backend, tb ? shape{batch, n, k} : shape{batch, k, n}, 5);
+    tensor<B> c(backend, shape{batch, m, n});
+    batched_matmul<B>(a, transpose::no, b, transpose{tb}, c, 0.5);
+    const auto ah = to_double(a.to_host()), bh = to_double(b.to_host());
+    std::vector<double> expected;
+    for (index_t i = 0; i < batch; ++i) {
+      std::vector<double> ai(ah.begin() + i * m * k, ah.begin() + (i + 1) * m * k);
+      std::vector<double> bi(bh.begin() + i * k * n, bh.begin() + (i + 1) * k * n);
+      auto ci = naive_gemm(false, tb, m, n, k, 0.5, ai, bi, 0.0, std::vector<double>(static_cast<std::size_t>(m * n)));
+      expected.insert(expected.end(), ci.begin(), ci.end());
+    }
+    CHECK(relative_error(c.to_host(), expected) < 10 * tolerance_v<B>);
+  }
+}
+
+TEST_CASE_TEMPLATE("axpy, scale, multiply and multiply_add", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  auto x = random_tensor(backend, shape{37}, 1), y = random_tensor(backend, shape{37}, 2);
+  const auto xh = to_double(x.to_host()), yh = to_double(y.to_host());
+  std::vector<double> e(xh.size());
+  axpy<B>(2.5, x, y);
+  for (std::size_t i = 0; i < e.size(); ++i) e[i] = yh[i] + 2.5 * xh[i];
+  CHECK(relative_error(y.to_host(), e) < tolerance_v<B>);
+  scale<B>(-3, y);
+  for (auto& v : e) v *= -3;
+  CHECK(relative_error(y.to_host(), e) < tolerance_v<B>);
+  tensor<B> z(backend, shape{37});
+  multiply<B>(x, y, z);
+  for (std::size_t i = 0; i < e.size(); ++i) e[i] *= xh[i];
+  CHECK(relative_error(z.to_host(), e) < tolerance_v<B>);
+  multiply_add<B>(x, x, z);
+  for (std::size_t i = 0; i < e.size(); ++i) e[i] += xh[i] * xh[i];
+  CHECK(relative_error(z.to_host(), e) < tolerance_v<B>);
+}
+
+TEST_CASE_TEMPLATE("elementwise maps match the scalar formulas", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  auto x = random_tensor(backend, shape{64}, 7, 2.0);
+  tensor<B> y(backend, shape{64});
+  const auto xh = to_double(x.to_host());
+  const auto phi = [](double v) { return std::exp(-0.5 * v * v) / std::sqrt(2 * std::numbers::pi); };
+  const auto Phi = [](double v) { return 0.5 * (1 + std::erf(v / std::sqrt(2.0))); };
+  const std::vector<std::pair<unary_function, std::function<double(double)>>> cases = {
+      {unary_function::gelu, [&](double v) { return v * Phi(v); }},
+      {unary_function::gelu_derivative, [&](double v) { return Phi(v) + v * phi(v); }},
+      {unary_function::exp, [](double v) { return std::exp(v); }},
+      {unary_function::tanh, [](double v) { return std::tanh(v); }},
+      {unary_function::relu, [](double v) { return v > 0 ? v : 0.0; }},
+      {unary_function::relu_derivative, [](double v) { return v > 0 ? 1.0 : 0.0; }},
+  };
+  for (const auto& [f, reference] : cases) {
+    apply<B>(f, x, y);
+    std::vector<double> e;
+    for (double v : xh) e.push_back(reference(v));
+    CHECK(relative_error(y.to_host(), e) < 10 * tolerance_v<B>);
+  }
+}
+
+TEST_CASE_TEMPLATE("row vector add and column sums", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  auto x = random_tensor(backend, shape{2, 3, 4}, 1), v = random_tensor(backend, shape{4}, 2);
+  auto xh = to_double(x.to_host());
+  const auto vh = to_double(v.to_host());
+  add_row_vector<B>(v, x);
+  for (std::size_t i = 0; i < xh.size(); ++i) xh[i] += vh[i % 4];
+  CHECK(relative_error(x.to_host(), xh) < tolerance_v<B>);
+  auto s = random_tensor(backend, shape{4}, 3);
+  auto e = to_double(s.to_host());
+  for (auto& val : e) val *= 0.5;
+  for (std::size_t i = 0; i < xh.size(); ++i) e[i % 4] += xh[i];
+  sum_rows<B>(x, s, 0.5);
+  CHECK(relative_error(s.to_host(), e) < tolerance_v<B>);
+}
+
+TEST_CASE_TEMPLATE("softmax rows and its backward", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  const index_t rows = 5, cols = 7;
+  auto x = random_tensor(backend, shape{rows, cols}, 3, 3.0), dy = random_tensor(backend, shape{rows, cols}, 4);
+  tensor<B> y(backend, shape{rows, cols}), dx(backend, shape{rows, cols});
+  softmax_rows<B>(x, y);
+  softmax_rows_backward<B>(y, dy, dx);
+  const auto xh = to_double(x.to_host()), dyh = to_double(dy.to_host());
+  std::vector<double> ey(xh.size()), edx(xh.size());
+  for (index_t r = 0; r < rows; ++r) {
+    double mx = -1e300, z = 0, s = 0;
+    for (index_t c = 0; c < cols; ++c) mx = std::max(mx, xh[static_cast<std::size_t>(r * cols + c)]);
+    for (index_t c = 0; c < cols; ++c) z += std::exp(xh[static_cast<std::size_t>(r * cols + c)] - mx);
+    for (index_t c = 0; c < cols; ++c) ey[static_cast<std::size_t>(r * cols + c)] = std::exp(xh[static_cast<std::size_t>(r * cols + c)] - mx) / z;
+    for (index_t c = 0; c < cols; ++c) s += ey[static_cast<std::size_t>(r * cols + c)] * dyh[static_cast<std::size_t>(r * cols + c)];
+    // Jacobian-vector product written out: dx_c = sum_j (delta_cj y_c - y_c y_j) dy_j.
+    for (index_t c = 0; c < cols; ++c) {
+      const auto i = static_cast<std::size_t>(r * cols + c);
+      edx[i] = ey[i] * (dyh[i] - s);
+    }
+  }
+  CHECK(relative_error(y.to_host(), ey) < 10 * tolerance_v<B>);
+  CHECK(relative_error(dx.to_host(), edx) < 10 * tolerance_v<B>);
+}
+
+TEST_CASE_TEMPLATE("layer norm forward matches the formula", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  const index_t rows = 4, cols = 6;
+  auto x = random_tensor(backend, shape{rows, cols}, 5), g = random_tensor(backend, shape{cols}, 6),
+       b = random_tensor(backend, shape{cols}, 7);
+  tensor<B> y(backend, shape{rows, cols}), mean(backend, shape{rows}), rstd(backend, shape{rows});
+  layer_norm_forward<B>(x, g, b, 1e-5, y, mean, rstd);
+  const auto xh = to_double(x.to_host()), gh = to_double(g.to_host()), bh = to_double(b.to_host());
+  std::vector<double> e;
+  for (index_t r = 0; r < rows; ++r) {
+    double mu = 0, var = 0;
+    for (index_t c = 0; c < cols; ++c) mu += xh[static_cast<std::size_t>(r * cols + c)] / cols;
+    for (index_t c = 0; c < cols; ++c) var += std::pow(xh[static_cast<std::size_t>(r * cols + c)] - mu, 2) / cols;
+    for (index_t c = 0; c < cols; ++c)
+      e.push_back((xh[static_cast<std::size_t>(r * cols + c)] - mu) / std::sqrt(var + 1e-5) * gh[static_cast<std::size_t>(c)] + bh[static_cast<std::size_t>(c)]);
+  }
+  CHECK(relative_error(y.to_host(), e) < 10 * tolerance_v<B>);
+}
+
+TEST_CASE_TEMPLATE("gather and scatter-add rows", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  auto src = random_tensor(backend, shape{5, 3}, 1);
+  const std::vector<index_t> rows = {4, 0, 4};
+  tensor<B> out(backend, shape{3, 3});
+  gather_rows<B>(src, rows, out);
+  const auto sh = to_double(src.to_host());
+  std::vector<double> e;
+  for (index_t r : rows)
+    for (index_t c = 0; c < 3; ++c) e.push_back(sh[static_cast<std::size_t>(r * 3 + c)]);
+  CHECK(relative_error(out.to_host(), e) < tolerance_v<B>);
+  tensor<B> acc(backend, shape{5, 3});
+  scatter_add_rows<B>(out, rows, acc);
+  std::vector<double> ea(15, 0.0);
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    for (index_t c = 0; c < 3; ++c) ea[static_cast<std::size_t>(rows[i] * 3 + c)] += e[i * 3 + static_cast<std::size_t>(c)];
+  CHECK(relative_error(acc.to_host(), ea) < tolerance_v<B>);
+  const std::vector<index_t> bad = {5};
+  tensor<B> one(backend, shape{1, 3});
+  CHECK_THROWS_WITH_AS(gather_rows<B>(src, bad, one), doctest::Contains("row 5 outside [5, 3]"), std::invalid_argument);
+}
+
+TEST_CASE_TEMPLATE("reductions", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  auto x = random_tensor(backend, shape{101}, 8), y = random_tensor(backend, shape{101}, 9);
+  const auto xh = to_double(x.to_host()), yh = to_double(y.to_host());
+  double s = 0, d = 0, l1 = 0, l1d = 0, mx = -1e300, sq = 0;
+  for (std::size_t i = 0; i < xh.size(); ++i) {
+    s += xh[i]; d += xh[i] * yh[i]; l1 += std::abs(xh[i]); l1d += std::abs(xh[i] - yh[i]);
+    mx = std::max(mx, xh[i]); sq += xh[i] * xh[i];
+  }
+  const double tol = 10 * tolerance_v<B>;
+  CHECK(std::abs(sum<B>(x) - s) < tol * 101);
+  CHECK(std::abs(dot<B>(x, y) - d) < tol * 101);
+  CHECK(std::abs(l1_norm<B>(x) - l1) < tol * 101);
+  CHECK(std::abs(l1_distance<B>(x, y) - l1d) < tol * 101);
+  CHECK(max<B>(x) == doctest::Approx(mx));
+  CHECK(std::abs(squared_norm<B>(x) - sq) < tol * 101);
+}
+
+TEST_CASE_TEMPLATE("seeded fills are deterministic, offset-addressable and have the right moments", B,
+                   TREELORA_TEST_BACKENDS) {
+  B backend;
+  tensor<B> a(backend, shape{20000}), b(backend, shape{20000}), tail(backend, shape{100});
+  fill_uniform<B>(a, -2, 3, 42);
+  fill_uniform<B>(b, -2, 3, 42);
+  CHECK(a.to_host() == b.to_host());
+  fill_uniform<B>(tail, -2, 3, 42, 19900);  // counter offset: the last 100 values of the same stream
+  const auto ah = a.to_host();
+  CHECK(std::vector<typename B::scalar_type>(ah.end() - 100, ah.end()) == tail.to_host());
+  double mean = 0, lo = 1e9, hi = -1e9;
+  for (auto v : ah) { mean += v / 20000.0; lo = std::min(lo, double(v)); hi = std::max(hi, double(v)); }
+  CHECK(mean == doctest::Approx(0.5).epsilon(0.05));
+  CHECK(lo >= -2);
+  CHECK(hi < 3);
+  fill_normal<B>(a, 1, 2, 7);
+  double m1 = 0, m2 = 0;
+  for (auto v : a.to_host()) { m1 += v / 20000.0; m2 += double(v) * v / 20000.0; }
+  CHECK(m1 == doctest::Approx(1).epsilon(0.05));
+  CHECK(std::sqrt(m2 - m1 * m1) == doctest::Approx(2).epsilon(0.05));
+}
+
+TEST_CASE_TEMPLATE("shape mismatches throw and name the operation and both shapes", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  tensor<B> a(backend, shape{2, 3}), b(backend, shape{4, 5}), c(backend, shape{2, 5});
+  CHECK_THROWS_WITH_AS(matmul<B>(a, transpose::no, b, transpose::no, c),
+                       "treelora::matmul: inner dimensions differ: a [2, 3] vs b [4, 5]", std::invalid_argument);
+  tensor<B> b2(backend, shape{3, 5}), c2(backend, shape{5, 2});
+  CHECK_THROWS_WITH_AS(matmul<B>(a, transpose::no, b2, transpose::no, c2),
+                       doctest::Contains("output [5, 2] should be [2, 5]"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(axpy<B>(1, a, b), "treelora::axpy: sizes differ: [2, 3] vs [4, 5]", std::invalid_argument);
+  CHECK_THROWS_WITH_AS(softmax_rows<B>(a, c), "treelora::softmax_rows: shapes differ: [2, 3] vs [2, 5]",
+                       std::invalid_argument);
+  CHECK_THROWS_AS(a.view().reshaped(shape{4}), std::invalid_argument);
+  CHECK_THROWS_AS((tensor<B>::from_host(backend, shape{2, 2}, std::vector<typename B::scalar_type>(3))), std::invalid_argument);
+  CHECK_THROWS_AS((shape{1, 2, 3, 4, 5}), std::invalid_argument);
+}
+
+TEST_CASE("Eigen interop is zero-copy in both directions") {
+  cpu_backend<float> backend;
+  tensor<cpu_backend<float>> t(backend, shape{2, 3});
+  as_eigen(t)(1, 2) = 5.0f;
+  CHECK(t.to_host()[5] == 5.0f);
+  Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> m(2, 2);
+  m << 1, 2, 3, 4;
+  auto v = view_of(backend, m);
+  CHECK(v.data() == m.data());
+  CHECK(v.shape() == shape{2, 2});
+  scale<cpu_backend<float>>(2, v);
+  CHECK(m(1, 0) == 6.0f);
+}
