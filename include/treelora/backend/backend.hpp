@@ -47,6 +47,7 @@ concept BackendMemory = requires(B& backend, typename B::buffer_type& buffer, ty
   backend.fill(out, n, value);
   backend.fill_uniform(out, n, value, value, seed, seed);  // lo, hi, seed, counter offset
   backend.fill_normal(out, n, value, value, seed, seed);   // mean, std, seed, counter offset
+  backend.fill_bernoulli(out, n, value, value, seed, seed); // keep probability, kept value, seed, offset
   backend.synchronize();
 };
 
@@ -111,7 +112,7 @@ template <class B>
 consteval bool check_backend() {
   static_assert(BackendMemory<B>,
                 "treelora: not a Backend: needs scalar_type, buffer_type, name(), is_host_accessible, allocate, "
-                "copy_from_host/copy_to_host/copy, fill, fill_uniform, fill_normal, synchronize");
+                "copy_from_host/copy_to_host/copy, fill, fill_uniform, fill_normal, fill_bernoulli, synchronize");
   static_assert(BackendBlas<B>, "treelora: not a Backend: needs gemm, gemm_strided_batched, axpy, scale");
   static_assert(BackendElementwise<B>,
                 "treelora: not a Backend: needs map, multiply, multiply_add, add_row_vector, sum_rows, "

@@ -91,6 +91,13 @@ class cpu_backend {
     for (index_t i = 0; i < n; ++i)
       out[i] = static_cast<Scalar>(mean + stddev * random::standard_normal(seed, offset + static_cast<std::uint64_t>(i)));
   }
+  /// out_i = kept_value with probability keep, else 0 (a dropout mask already scaled by 1 / keep).
+  void fill_bernoulli(Scalar* out, index_t n, Scalar keep, Scalar kept_value, std::uint64_t seed, std::uint64_t offset) {
+    TREELORA_PARALLEL_FOR
+    for (index_t i = 0; i < n; ++i)
+      out[i] = random::uniform01(seed, offset + static_cast<std::uint64_t>(i)) < static_cast<double>(keep) ? kept_value
+                                                                                                          : Scalar(0);
+  }
   void synchronize() {}
 
   // ---------------------------------------------------------------- BLAS

@@ -195,4 +195,12 @@ void fill_normal(tensor_view<B> x, typename B::scalar_type mean, typename B::sca
   x.backend()->fill_normal(x.data(), x.numel(), mean, stddev, seed, offset);
 }
 
+/// Dropout mask: each element is 1 / keep with probability keep, else 0.
+template <Backend B>
+void fill_dropout_mask(tensor_view<B> x, double keep, std::uint64_t seed, std::uint64_t offset = 0) {
+  if (!(keep > 0 && keep <= 1)) throw_invalid_argument("fill_dropout_mask", concat("keep probability ", keep, " outside (0, 1]"));
+  using S = typename B::scalar_type;
+  x.backend()->fill_bernoulli(x.data(), x.numel(), static_cast<S>(keep), static_cast<S>(1.0 / keep), seed, offset);
+}
+
 }  // namespace treelora
