@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages treelora needs that this machine does not have yet (and nothing else).
+set -euo pipefail
+packages=(cmake ninja-build g++ pkg-config libeigen3-dev doctest-dev libbenchmark-dev dataset-fashion-mnist)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "treelora: installing missing Debian packages: ${missing[*]}"
+  sudo_cmd=()
+  [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "treelora: all Debian dependencies are present"
+fi
