@@ -37,6 +37,17 @@ class shape {
   /// The product of all but the last axis.
   index_t rows() const { return cols() == 0 ? 0 : (rank_ <= 1 ? 1 : numel() / cols()); }
 
+  /// {leading, dims of example...}: a batch of `leading` examples of shape `example`.
+  static shape batched(index_t leading, const shape& example) {
+    if (example.rank_ >= max_rank)
+      throw_invalid_argument("shape::batched", concat("a batch of ", example.to_string(), " would exceed rank ", max_rank));
+    shape s;
+    s.rank_ = example.rank_ + 1;
+    s.dims_[0] = leading;
+    for (int i = 0; i < example.rank_; ++i) s.dims_[static_cast<std::size_t>(i + 1)] = example.dims_[static_cast<std::size_t>(i)];
+    return s;
+  }
+
   /// The same shape with the last axis replaced.
   shape with_last(index_t extent) const {
     shape s = *this;
