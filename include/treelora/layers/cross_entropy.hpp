@@ -1,0 +1,109 @@
+// treelora/layers/cross_entropy.hpp: softmax cross-entropy over class logits, optionally restricted to a subset
+// of the classes, and the argmax prediction used for accuracy.
+//   loss = mean_r [ log sum_{c in allowed} exp(z_rc) - z_r,label_r ],  d loss / d z_rc = (p_rc - [c = label_r]) / rows
+// with p the softmax over the allowed classes; a class outside `allowed_classes` is treated as z = -inf: zero
+// probability and zero gradient. This is how one task's classes are trained on a head shared by all classes.
+// Both functions copy the [rows, classes] logits to the host and compute in double: the matrix is small (a batch by
+// a few classes), and the labels and masks live on the host anyway. The host scratch is thread-local and only
+// grows, so a training loop allocates nothing after its first step.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <span>
+#include <vector>
+
+#include "treelora/tensor/ops.hpp"
+
+namespace treelora {
+
+namespace detail {
+/// allowed[c] = 1 when class c may be predicted. An empty list allows every class.
+inline std::vector<unsigned char>& class_mask(std::string_view where, index_t classes,
+                                              std::span<const index_t> allowed_classes) {
+  thread_local std::vector<unsigned char> allowed;
+  allowed.assign(static_cast<std::size_t>(classes), allowed_classes.empty() ? 1 : 0);
+  for (index_t c : allowed_classes) {
+    if (c < 0 || c >= classes)
+      throw_invalid_argument(where, concat("allowed class ", c, " outside [0, ", classes, ")"));
+    allowed[static_cast<std::size_t>(c)] = 1;
+  }
+  return allowed;
+}
+
+inline std::string describe_classes(std::span<const index_t> classes) {
+  std::string s = "{";
+  for (std::size_t i = 0; i < classes.size(); ++i) s += (i ? ", " : "") + std::to_string(classes[i]);
+  return s + "}";
+}
+}  // namespace detail
+
+/// Mean softmax cross-entropy of `logits` [rows, classes] against `labels` (one per row); writes the gradient with
+/// respect to the logits into `gradient` (same shape). Throws std::invalid_argument for a label outside the classes
+/// or outside `allowed_classes` (naming the row and the label), std::runtime_error when the loss is not finite.
+template <Backend B>
+double cross_entropy_loss(const_tensor_view<B> logits, std::span<const index_t> labels, tensor_view<B> gradient,
+                          std::span<const index_t> allowed_classes = {}) {
+  using S = typename B::scalar_type;
+  const index_t rows = logits.rows(), classes = logits.cols();
+  if (static_cast<index_t>(labels.size()) != rows || !(gradient.shape() == logits.shape()) || rows == 0)
+    throw_invalid_argument("cross_entropy_loss", concat("logits ", logits.shape().to_string(), ", ", labels.size(),
+                                                        " labels, gradient ", gradient.shape().to_string()));
+  const auto& allowed = detail::class_mask("cross_entropy_loss", classes, allowed_classes);
+  for (index_t r = 0; r < rows; ++r) {
+    const index_t label = labels[static_cast<std::size_t>(r)];
+    if (label < 0 || label >= classes)
+      throw_invalid_argument("cross_entropy_loss", concat("row ", r, ": label ", label, " outside [0, ", classes, ")"));
+    if (!allowed[static_cast<std::size_t>(label)])
+      throw_invalid_argument("cross_entropy_loss", concat("row ", r, ": label ", label, " is not in the allowed classes ",
+                                                          detail::describe_classes(allowed_classes)));
+  }
+  thread_local std::vector<S> host;  // host copy of the logits, overwritten by the gradient
+  host.resize(static_cast<std::size_t>(rows * classes));
+  logits.backend()->copy_to_host(logits.data(), host.data(), rows * classes);
+  double total = 0;
+  const double inv_rows = 1.0 / static_cast<double>(rows);
+  for (index_t r = 0; r < rows; ++r) {
+    S* z = host.data() + r * classes;
+    double top = -std::numeric_limits<double>::infinity();
+    for (index_t c = 0; c < classes; ++c)
+      if (allowed[static_cast<std::size_t>(c)]) top = std::max(top, static_cast<double>(z[c]));
+    double normaliser = 0;  // sum_c exp(z_c - max)
+    for (index_t c = 0; c < classes; ++c)
+      if (allowed[static_cast<std::size_t>(c)]) normaliser += std::exp(static_cast<double>(z[c]) - top);
+    const index_t label = labels[static_cast<std::size_t>(r)];
+    total += std::log(normaliser) - (static_cast<double>(z[label]) - top);
+    for (index_t c = 0; c < classes; ++c) {
+      const double p = allowed[static_cast<std::size_t>(c)] ? std::exp(static_cast<double>(z[c]) - top) / normaliser : 0.0;
+      z[c] = static_cast<S>((p - (c == label ? 1.0 : 0.0)) * inv_rows);
+    }
+  }
+  const double loss = total * inv_rows;
+  require_finite(loss, "cross_entropy_loss", "loss");
+  gradient.backend()->copy_from_host(host.data(), gradient.data(), rows * classes);
+  return loss;
+}
+
+/// The highest-scoring class of each row (the lowest index on ties), among `allowed_classes` when it is non-empty.
+template <Backend B>
+std::vector<index_t> argmax_rows(const_tensor_view<B> logits, std::span<const index_t> allowed_classes = {}) {
+  using S = typename B::scalar_type;
+  const index_t rows = logits.rows(), classes = logits.cols();
+  const auto& allowed = detail::class_mask("argmax_rows", classes, allowed_classes);
+  thread_local std::vector<S> host;
+  host.resize(static_cast<std::size_t>(rows * classes));
+  if (rows * classes > 0) logits.backend()->copy_to_host(logits.data(), host.data(), rows * classes);
+  std::vector<index_t> out(static_cast<std::size_t>(rows), -1);
+  for (index_t r = 0; r < rows; ++r) {
+    const S* z = host.data() + r * classes;
+    for (index_t c = 0; c < classes; ++c) {
+      if (!allowed[static_cast<std::size_t>(c)]) continue;
+      index_t& best = out[static_cast<std::size_t>(r)];
+      if (best < 0 || z[c] > z[best]) best = c;
+    }
+  }
+  return out;
+}
+
+}  // namespace treelora

@@ -1,0 +1,105 @@
+// treelora/layers/transformer_block.hpp: a pre-LN transformer encoder block (as in ViT, Dosovitskiy et al. 2021):
+//   h = x + attn(LN1(x)),   y = h + mlp(LN2(h))
+// Backward follows the two residual branches:
+//   dh = dy + LN2'(mlp'(dy)),   dx = dh + LN1'(attn'(dh)).
+#pragma once
+
+#include <array>
+#include <string_view>
+#include <utility>
+
+#include "treelora/layers/attention.hpp"
+#include "treelora/layers/layer_norm.hpp"
+#include "treelora/layers/mlp.hpp"
+
+namespace treelora {
+
+struct transformer_block_options {
+  index_t width = 64;
+  index_t heads = 4;
+  index_t mlp_hidden = 256;
+  double layer_norm_epsilon = 1e-6;  ///< timm's ViT uses 1e-6
+  std::uint64_t seed = 0;            ///< initialisation of this block's projections and adapters
+};
+
+template <Backend B>
+class transformer_block {
+ public:
+  using backend_type = B;
+  using scalar_type = typename B::scalar_type;
+  using projection = optional_lora_linear<B>;
+
+  transformer_block(B& backend, const transformer_block_options& options, const lora_targets& lora = {{}, {}})
+      : backend_(&backend),
+        norm1_(backend, options.width, options.layer_norm_epsilon),
+        attention_(backend, options.width, options.heads, options.seed, lora),
+        norm2_(backend, options.width, options.layer_norm_epsilon),
+        mlp_(backend, options.width, options.mlp_hidden, options.seed, lora) {
+    lora.validate("transformer_block");
+  }
+
+  layer_norm<B>& norm1() { return norm1_; }
+  layer_norm<B>& norm2() { return norm2_; }
+  multi_head_attention<B>& attention() { return attention_; }
+  treelora::mlp<B>& mlp() { return mlp_; }
+
+  /// The block's projections in model order: q, k, v, o, fc1, fc2 (with their names).
+  std::array<std::pair<std::string_view, projection*>, 6> projections() {
+    return {{{"attn.q", &attention_.q()}, {"attn.k", &attention_.k()}, {"attn.v", &attention_.v()},
+             {"attn.o", &attention_.o()}, {"mlp.fc1", &mlp_.fc1()}, {"mlp.fc2", &mlp_.fc2()}}};
+  }
+
+  /// Whether the base weights (projections and LayerNorms) train; adapters always do.
+  void set_trainable(bool trainable) {
+    norm1_.set_trainable(trainable);
+    norm2_.set_trainable(trainable);
+    attention_.set_trainable(trainable);
+    mlp_.set_trainable(trainable);
+  }
+  void set_training(bool training) {
+    attention_.set_training(training);
+    mlp_.set_training(training);
+  }
+
+  const_tensor_view<B> forward(const_tensor_view<B> x) {
+    residual_.resize(*backend_, x.shape());
+    copy<B>(x, residual_);
+    axpy<B>(scalar_type(1), attention_.forward(norm1_.forward(x)), residual_);  // h = x + attn(LN1(x))
+    output_.resize(*backend_, x.shape());
+    copy<B>(residual_, output_);
+    axpy<B>(scalar_type(1), mlp_.forward(norm2_.forward(residual_)), output_);  // y = h + mlp(LN2(h))
+    return output_;
+  }
+
+  const_tensor_view<B> backward(const_tensor_view<B> dy) {
+    if (output_.empty()) throw_invalid_argument("transformer_block::backward", "called before forward");
+    if (!(dy.shape() == output_.shape()))
+      throw_invalid_argument("transformer_block::backward", concat("output gradient ", dy.shape().to_string(),
+                                                                   " does not match output ", output_.shape().to_string()));
+    residual_gradient_.resize(*backend_, dy.shape());
+    copy<B>(dy, residual_gradient_);
+    axpy<B>(scalar_type(1), norm2_.backward(mlp_.backward(dy)), residual_gradient_);  // dh = dy + LN2'(mlp'(dy))
+    input_gradient_.resize(*backend_, dy.shape());
+    copy<B>(residual_gradient_, input_gradient_);
+    axpy<B>(scalar_type(1), norm1_.backward(attention_.backward(residual_gradient_)), input_gradient_);  // dx
+    return input_gradient_;
+  }
+
+  /// "norm1.weight", "norm1.bias", "attn.q.weight", ..., "norm2.*", "mlp.fc1.*", "mlp.fc2.*".
+  void collect_parameters(parameter_list<B>& out, std::string_view prefix) {
+    norm1_.collect_parameters(out, join_name(prefix, "norm1"));
+    attention_.collect_parameters(out, join_name(prefix, "attn"));
+    norm2_.collect_parameters(out, join_name(prefix, "norm2"));
+    mlp_.collect_parameters(out, join_name(prefix, "mlp"));
+  }
+
+ private:
+  B* backend_;
+  layer_norm<B> norm1_;
+  multi_head_attention<B> attention_;
+  layer_norm<B> norm2_;
+  treelora::mlp<B> mlp_;
+  tensor<B> residual_, output_, residual_gradient_, input_gradient_;
+};
+
+}  // namespace treelora

@@ -1,0 +1,105 @@
+// treelora/lora/optional_lora.hpp: a linear projection that carries a standard LoRA adapter or not, decided at
+// construction. A transformer block is built from these so that the set of adapted modules ("q", "v", ... ) is
+// configuration, not type:  y = x W^T + b  (+ s B A dropout(x) when the adapter is present).
+// The adapter is standard_lora::adapter<B>; this class adds no LoRA maths of its own. Unlike lora_layer, the base
+// is not frozen here: the owner (the ViT) decides which parameters train.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "treelora/backend/random.hpp"
+#include "treelora/layers/linear.hpp"
+#include "treelora/lora/standard_lora.hpp"
+
+namespace treelora {
+
+/// Which modules of a transformer get adapters, and how the adapters are configured (their seed is derived
+/// per module from `lora.seed`).
+struct lora_targets {
+  std::vector<std::string> modules = {"q", "v"};  ///< any of q, k, v, o, fc1, fc2
+  standard_lora::config lora = {};
+
+  static constexpr std::array<std::string_view, 6> known_modules = {"q", "k", "v", "o", "fc1", "fc2"};
+
+  bool contains(std::string_view module) const { return std::find(modules.begin(), modules.end(), module) != modules.end(); }
+
+  /// Throws std::invalid_argument naming an unknown or repeated module.
+  void validate(std::string_view where) const {
+    for (std::size_t i = 0; i < modules.size(); ++i) {
+      if (std::find(known_modules.begin(), known_modules.end(), modules[i]) == known_modules.end())
+        throw_invalid_argument(where, concat("unknown LoRA target \"", modules[i], "\" (known: q, k, v, o, fc1, fc2)"));
+      if (std::find(modules.begin(), modules.begin() + static_cast<std::ptrdiff_t>(i), modules[i]) !=
+          modules.begin() + static_cast<std::ptrdiff_t>(i))
+        throw_invalid_argument(where, concat("LoRA target \"", modules[i], "\" listed twice"));
+    }
+  }
+
+  /// The adapter configuration of `module` with its own seed `stream`, or nothing when it is not a target.
+  std::optional<standard_lora::config> for_module(std::string_view module, std::uint64_t stream) const {
+    if (!contains(module)) return std::nullopt;
+    standard_lora::config c = lora;
+    c.seed = random::mix64(lora.seed ^ random::mix64(stream));
+    return c;
+  }
+};
+
+template <Backend B>
+class optional_lora_linear {
+ public:
+  using backend_type = B;
+  using scalar_type = typename B::scalar_type;
+  using adapter_type = standard_lora::adapter<B>;
+
+  optional_lora_linear(B& backend, index_t in_features, index_t out_features, std::uint64_t seed,
+                       const std::optional<standard_lora::config>& lora, bool with_bias = true)
+      : base_(backend, in_features, out_features, with_bias, seed) {
+    if (lora) adapter_.emplace(backend, in_features, out_features, *lora);
+  }
+
+  index_t in_features() const { return base_.in_features(); }
+  index_t out_features() const { return base_.out_features(); }
+  linear<B>& base() { return base_; }
+  tensor<B>& weight() { return base_.weight(); }
+  bool has_adapter() const { return adapter_.has_value(); }
+  /// The adapter; throws std::invalid_argument when this module has none.
+  adapter_type& adapter() {
+    if (!adapter_) throw_invalid_argument("optional_lora_linear::adapter", "this module has no LoRA adapter");
+    return *adapter_;
+  }
+  /// Whether the base weight and bias train (the adapter, when present, always does).
+  void set_trainable(bool trainable) { base_.set_trainable(trainable); }
+  void set_training(bool training) {
+    if (adapter_) adapter_->set_training(training);
+  }
+
+  /// y = x W^T + b (+ s B A dropout(x))
+  const_tensor_view<B> forward(const_tensor_view<B> x) {
+    const_tensor_view<B> y = base_.forward(x);
+    if (adapter_) adapter_->forward_add(x, writable(y));  // linear is LinearLike: its output buffer may be added to
+    return y;
+  }
+
+  const_tensor_view<B> backward(const_tensor_view<B> dy) {
+    const_tensor_view<B> dx = base_.backward(dy);
+    if (adapter_) adapter_->backward_add(dy, writable(dx));
+    return dx;
+  }
+
+  /// "weight", "bias", then "lora_a", "lora_b" when adapted.
+  void collect_parameters(parameter_list<B>& out, std::string_view prefix) {
+    base_.collect_parameters(out, prefix);
+    if (adapter_) adapter_->collect_parameters(out, prefix);
+  }
+
+ private:
+  static tensor_view<B> writable(const_tensor_view<B> v) { return {*v.backend(), const_cast<scalar_type*>(v.data()), v.shape()}; }
+  linear<B> base_;
+  std::optional<adapter_type> adapter_;
+};
+
+}  // namespace treelora

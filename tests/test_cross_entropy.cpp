@@ -1,0 +1,109 @@
+// Softmax cross-entropy: value against a naive formula, gradient by finite differences, class masking (a task's
+// classes on a shared head), label errors, a non-finite loss, and argmax with and without a class subset.
+#include "test_support.hpp"
+
+#include "treelora/layers/cross_entropy.hpp"
+
+using namespace treelora;
+using treelora::testing::finite_difference_error;
+using treelora::testing::random_tensor;
+using D = cpu_backend<double>;
+
+TEST_CASE_TEMPLATE("cross entropy value equals the naive formula", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  auto logits = random_tensor(backend, shape{4, 5}, 1, 3.0);
+  tensor<B> gradient(backend, shape{4, 5});
+  const std::vector<index_t> labels{0, 4, 2, 2};
+  const double loss = cross_entropy_loss<B>(logits, labels, gradient);
+  const auto z = logits.to_host();
+  double expected = 0;
+  for (std::size_t r = 0; r < 4; ++r) {
+    double total = 0;
+    for (std::size_t c = 0; c < 5; ++c) total += std::exp(double(z[r * 5 + c]));
+    expected += (std::log(total) - z[r * 5 + static_cast<std::size_t>(labels[r])]) / 4;
+  }
+  CHECK(loss == doctest::Approx(expected).epsilon(1e-6));
+  // Each gradient row sums to zero (softmax minus one-hot).
+  const auto g = gradient.to_host();
+  for (std::size_t r = 0; r < 4; ++r) {
+    double s = 0;
+    for (std::size_t c = 0; c < 5; ++c) s += g[r * 5 + c];
+    CHECK(std::abs(s) < 1e-6);
+  }
+}
+
+TEST_CASE("cross entropy gradient matches finite differences, with and without a class mask") {
+  D backend;
+  auto logits = random_tensor(backend, shape{3, 6}, 2, 2.0);
+  tensor<D> gradient(backend, shape{3, 6}), scratch(backend, shape{3, 6});
+  const std::vector<index_t> labels{1, 5, 3};
+  cross_entropy_loss<D>(logits, labels, gradient);
+  double error = finite_difference_error(logits, [&] { return cross_entropy_loss<D>(logits, labels, scratch); },
+                                         gradient.to_host());
+  MESSAGE("finite-difference error (all classes) ", error);
+  CHECK(error < 1e-6);
+
+  const std::vector<index_t> allowed{1, 3, 5};
+  cross_entropy_loss<D>(logits, labels, gradient, allowed);
+  error = finite_difference_error(logits, [&] { return cross_entropy_loss<D>(logits, labels, scratch, allowed); },
+                                  gradient.to_host());
+  MESSAGE("finite-difference error (classes {1, 3, 5}) ", error);
+  CHECK(error < 1e-6);
+  const auto g = gradient.to_host();
+  for (std::size_t r = 0; r < 3; ++r)
+    for (std::size_t c : {0u, 2u, 4u}) CHECK(g[r * 6 + c] == 0.0);  // masked classes get no gradient
+}
+
+TEST_CASE("a masked class behaves as a logit of minus infinity") {
+  D backend;
+  auto logits = random_tensor(backend, shape{2, 4}, 3);
+  tensor<D> gradient(backend, shape{2, 4});
+  const std::vector<index_t> labels{2, 3};
+  const std::vector<index_t> allowed{2, 3};
+  const double masked = cross_entropy_loss<D>(logits, labels, gradient, allowed);
+  // The unmasked loss with those logits pushed to -1e6 (exp underflows to exactly 0) is the same number.
+  for (index_t r = 0; r < 2; ++r)
+    for (index_t c = 0; c < 2; ++c) logits.data()[r * 4 + c] = -1e6;
+  CHECK(cross_entropy_loss<D>(logits, labels, gradient) == doctest::Approx(masked).epsilon(1e-12));
+  // A huge logit on a masked class changes nothing.
+  logits.data()[0] = 1e30;
+  CHECK(cross_entropy_loss<D>(logits, labels, gradient, allowed) == doctest::Approx(masked).epsilon(1e-12));
+}
+
+TEST_CASE("cross entropy rejects bad labels and shapes, and a non-finite loss throws") {
+  D backend;
+  auto logits = random_tensor(backend, shape{3, 4}, 1);
+  tensor<D> gradient(backend, shape{3, 4});
+  const std::vector<index_t> out_of_range{0, 4, 1};
+  CHECK_THROWS_WITH_AS(cross_entropy_loss<D>(logits, out_of_range, gradient),
+                       "treelora::cross_entropy_loss: row 1: label 4 outside [0, 4)", std::invalid_argument);
+  const std::vector<index_t> negative{0, 1, -1};
+  CHECK_THROWS_WITH_AS(cross_entropy_loss<D>(logits, negative, gradient),
+                       "treelora::cross_entropy_loss: row 2: label -1 outside [0, 4)", std::invalid_argument);
+  const std::vector<index_t> labels{0, 1, 2}, allowed{0, 1};
+  CHECK_THROWS_WITH_AS(cross_entropy_loss<D>(logits, labels, gradient, allowed),
+                       "treelora::cross_entropy_loss: row 2: label 2 is not in the allowed classes {0, 1}",
+                       std::invalid_argument);
+  const std::vector<index_t> bad_allowed{0, 7};
+  CHECK_THROWS_WITH_AS(cross_entropy_loss<D>(logits, labels, gradient, bad_allowed),
+                       doctest::Contains("allowed class 7 outside [0, 4)"), std::invalid_argument);
+  const std::vector<index_t> two{0, 1};
+  CHECK_THROWS_WITH_AS(cross_entropy_loss<D>(logits, two, gradient),
+                       "treelora::cross_entropy_loss: logits [3, 4], 2 labels, gradient [3, 4]", std::invalid_argument);
+  tensor<D> wrong(backend, shape{3, 5});
+  CHECK_THROWS_AS(cross_entropy_loss<D>(logits, labels, wrong), std::invalid_argument);
+  logits.data()[5] = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_WITH_AS(cross_entropy_loss<D>(logits, labels, gradient),
+                       doctest::Contains("treelora::cross_entropy_loss: loss is not finite"), std::runtime_error);
+}
+
+TEST_CASE_TEMPLATE("argmax over all classes and over a subset", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  const std::vector<typename B::scalar_type> z{0.1f, 0.9f, 0.3f, 0.2f,   //
+                                               2.0f, -1.0f, 0.5f, 3.0f,  //
+                                               1.0f, 1.0f, 0.0f, 0.0f};
+  auto logits = tensor<B>::from_host(backend, shape{3, 4}, z);
+  CHECK(argmax_rows<B>(logits) == std::vector<index_t>{1, 3, 0});  // ties go to the lower index
+  const std::vector<index_t> subset{2, 3};
+  CHECK(argmax_rows<B>(logits, subset) == std::vector<index_t>{2, 3, 2});
+}
