@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <ostream>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "treelora/bandit/bandit_policy.hpp"
@@ -51,6 +53,57 @@ std::vector<double> simulate_regret(Policy& policy, std::span<const double> mean
     curve.push_back(regret);
   }
   return curve;
+}
+
+/// One named regret curve (cumulative regret after step 1, 2, ...).
+struct regret_series {
+  std::string name;
+  std::vector<double> regret;
+};
+
+/// CSV with a header: series,step,regret (every `stride`-th step and the last).
+inline void write_regret_csv(std::ostream& out, std::span<const regret_series> series, std::size_t stride = 1) {
+  out << "series,step,regret\n";
+  for (const auto& s : series)
+    for (std::size_t i = 0; i < s.regret.size(); ++i)
+      if ((i + 1) % stride == 0 || i + 1 == s.regret.size()) out << s.name << ',' << i + 1 << ',' << s.regret[i] << '\n';
+}
+
+/// A self-contained SVG line chart of the curves (linear axes, one colour per series, a legend).
+inline void write_regret_svg(std::ostream& out, std::span<const regret_series> series, const std::string& title) {
+  const double width = 720, height = 420, left = 70, right = 180, top = 40, bottom = 50;
+  double max_x = 1, max_y = 1e-12;
+  for (const auto& s : series) {
+    max_x = std::max(max_x, static_cast<double>(s.regret.size()));
+    for (double v : s.regret) max_y = std::max(max_y, v);
+  }
+  const auto px = [&](double x) { return left + (width - left - right) * x / max_x; };
+  const auto py = [&](double y) { return height - bottom - (height - top - bottom) * y / max_y; };
+  static const char* colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+  out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+      << "\" font-family=\"Helvetica\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  out << "<text x=\"" << left << "\" y=\"24\" font-size=\"15\">" << title << "</text>\n";
+  out << "<line x1=\"" << left << "\" y1=\"" << py(0) << "\" x2=\"" << px(max_x) << "\" y2=\"" << py(0) << "\" stroke=\"black\"/>\n";
+  out << "<line x1=\"" << left << "\" y1=\"" << py(0) << "\" x2=\"" << left << "\" y2=\"" << py(max_y) << "\" stroke=\"black\"/>\n";
+  for (int i = 0; i <= 4; ++i) {
+    out << "<text x=\"" << px(max_x * i / 4) << "\" y=\"" << height - bottom + 18 << "\" text-anchor=\"middle\">"
+        << static_cast<long long>(max_x * i / 4) << "</text>\n";
+    out << "<text x=\"" << left - 6 << "\" y=\"" << py(max_y * i / 4) + 4 << "\" text-anchor=\"end\">"
+        << static_cast<long long>(max_y * i / 4) << "</text>\n";
+  }
+  out << "<text x=\"" << px(max_x / 2) << "\" y=\"" << height - 12 << "\" text-anchor=\"middle\">step T</text>\n";
+  out << "<text x=\"16\" y=\"" << py(max_y / 2) << "\" transform=\"rotate(-90 16 " << py(max_y / 2)
+      << ")\" text-anchor=\"middle\">cumulative regret</text>\n";
+  for (std::size_t s = 0; s < series.size(); ++s) {
+    const char* colour = colours[s % 8];
+    out << "<polyline fill=\"none\" stroke=\"" << colour << "\" stroke-width=\"1.5\" points=\"";
+    const std::size_t n = series[s].regret.size(), step = std::max<std::size_t>(1, n / 400);
+    for (std::size_t i = 0; i < n; i += step) out << px(static_cast<double>(i + 1)) << ',' << py(series[s].regret[i]) << ' ';
+    if (n) out << px(static_cast<double>(n)) << ',' << py(series[s].regret[n - 1]);
+    out << "\"/>\n<text x=\"" << width - right + 10 << "\" y=\"" << top + 18 * static_cast<double>(s) + 10 << "\" fill=\""
+        << colour << "\">" << series[s].name << "</text>\n";
+  }
+  out << "</svg>\n";
 }
 
 }  // namespace treelora
