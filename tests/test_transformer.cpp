@@ -14,7 +14,7 @@ using D = cpu_backend<double>;
 static_assert(check_layer<layer_norm<D>>());
 static_assert(check_layer<gelu<D>>());
 static_assert(check_layer<multi_head_attention<D>>());
-static_assert(check_layer<mlp<D>>());
+static_assert(check_layer<mlp_block<D>>());
 static_assert(check_layer<transformer_block<cpu_backend<float>>>());
 static_assert(LinearLike<optional_lora_linear<D>>);
 
@@ -205,7 +205,7 @@ TEST_CASE("attention with adapter dropout: backward matches finite differences u
 TEST_CASE("mlp backward matches finite differences, with LoRA on fc1 and fc2") {
   D backend;
   auto x = random_tensor(backend, shape{3, 2, 4}, 1);
-  mlp<D> block(backend, 4, 8, 1, {{"fc1", "fc2"}, {.rank = 2, .alpha = 4}});
+  mlp_block<D> block(backend, 4, 8, 1, {{"fc1", "fc2"}, {.rank = 2, .alpha = 4}});
   randomise_adapters(parameters(block));
   CHECK(worst_gradient_error(block, x) < 1e-6);
   CHECK(names(parameters(block)) == std::vector<std::string>{"fc1.weight", "fc1.bias", "fc1.lora_a", "fc1.lora_b",

@@ -41,7 +41,7 @@ class transformer_block {
   layer_norm<B>& norm1() { return norm1_; }
   layer_norm<B>& norm2() { return norm2_; }
   multi_head_attention<B>& attention() { return attention_; }
-  treelora::mlp<B>& mlp() { return mlp_; }
+  mlp_block<B>& mlp() { return mlp_; }
 
   /// The block's projections in model order: q, k, v, o, fc1, fc2 (with their names).
   std::array<std::pair<std::string_view, projection*>, 6> projections() {
@@ -98,7 +98,7 @@ class transformer_block {
   layer_norm<B> norm1_;
   multi_head_attention<B> attention_;
   layer_norm<B> norm2_;
-  treelora::mlp<B> mlp_;
+  mlp_block<B> mlp_;
   tensor<B> residual_, output_, residual_gradient_, input_gradient_;
 };
 

@@ -1,0 +1,5 @@
+// treelora/models.hpp: the models component: the Model concept, the reference ViT and its offline pre-training.
+#pragma once
+
+#include "treelora/models/model.hpp"
+#include "treelora/models/vit.hpp"
