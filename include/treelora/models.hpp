@@ -2,4 +2,5 @@
 #pragma once
 
 #include "treelora/models/model.hpp"
+#include "treelora/models/pretrain.hpp"
 #include "treelora/models/vit.hpp"

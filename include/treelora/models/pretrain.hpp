@@ -1,0 +1,390 @@
+// treelora/models/pretrain.hpp: offline pre-training of the ViT backbone WITHOUT the continual tasks' labels, and
+// its cache on disk.
+// Rotation prediction (Gidaris et al. 2018): each image is turned by k quarter turns, k in {0, 1, 2, 3} drawn per
+// image and epoch, and a 4-way head learns k; the whole backbone trains with Adam (linear warm-up, then cosine
+// decay). Only the images are read: the labels of the data set are never touched.
+//
+// Cache file (little-endian), written atomically (temporary file, then rename):
+//   offset  0  8 bytes  magic "TLVITBB1"
+//           8  u32      format version (backbone_cache_format_version)
+//          12  u32      0 (reserved)
+//          16  u64      fingerprint: FNV-1a-64 of the backbone-shaping vit_config fields, the pre-training
+//                       settings and a sample of the images (backbone_fingerprint)
+//          24  u64      payload size in bytes
+//          32  u64      checksum: FNV-1a-64 over bytes 16..23 (the fingerprint) and the payload
+//          40  payload  u32 parameter count, then per parameter: u32 name length, name bytes, u32 rank,
+//                       rank x u64 extents, numel x f32 values
+// load_or_pretrain loads when the file is valid and its fingerprint matches; otherwise it says why on the progress
+// stream (missing / corrupt / config mismatch), pre-trains, and writes the file.
+#pragma once
+
+#include <bit>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <numbers>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "treelora/data/batching.hpp"
+#include "treelora/data/dataset.hpp"
+#include "treelora/models/vit.hpp"
+#include "treelora/optim/adam.hpp"
+
+namespace treelora {
+
+static_assert(std::endian::native == std::endian::little, "treelora: the backbone cache format assumes a little-endian host");
+
+inline constexpr std::uint32_t backbone_cache_format_version = 1;
+
+/// FNV-1a, 64-bit (Fowler, Noll, Vo): h = (h xor byte) * 0x100000001b3, from 0xcbf29ce484222325.
+inline std::uint64_t fnv1a64(const void* data, std::size_t bytes, std::uint64_t hash = 0xcbf29ce484222325ULL) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < bytes; ++i) hash = (hash ^ p[i]) * 0x100000001b3ULL;
+  return hash;
+}
+
+struct pretrain_settings {
+  index_t epochs = 3;
+  index_t batch_size = 128;
+  double learning_rate = 1e-3;   ///< peak learning rate of Adam
+  double weight_decay = 0.0;     ///< decoupled (AdamW) when positive
+  index_t warmup_steps = 100;    ///< linear warm-up, then cosine decay to 0 over the remaining steps
+  index_t max_images = 0;        ///< use at most this many images, a seeded choice (0: all)
+  std::uint64_t seed = 0;        ///< image choice, rotations, batch order and the rotation head
+  std::ostream* progress = &std::cerr;  ///< one line per epoch and the cache decisions; nullptr: silent (not hashed)
+};
+
+struct pretrain_report {
+  index_t images = 0;
+  index_t steps = 0;
+  double final_loss = 0;      ///< mean loss of the last epoch
+  double final_accuracy = 0;  ///< rotation accuracy over the last epoch (while training)
+  double seconds = 0;
+};
+
+/// Turns a square image ([channels, n, n] row-major) by `quarter_turns` x 90 degrees counter-clockwise.
+///   k = 1: out[y][x] = in[x][n-1-y];  k = 2: out[y][x] = in[n-1-y][n-1-x];  k = 3: out[y][x] = in[n-1-x][y]
+inline void rotate_quarter_turns(const float* in, float* out, index_t channels, index_t n, int quarter_turns) {
+  for (index_t c = 0; c < channels; ++c) {
+    const float* src = in + c * n * n;
+    float* dst = out + c * n * n;
+    for (index_t y = 0; y < n; ++y)
+      for (index_t x = 0; x < n; ++x) {
+        index_t sy = y, sx = x;
+        switch (quarter_turns & 3) {
+          case 1: sy = x; sx = n - 1 - y; break;
+          case 2: sy = n - 1 - y; sx = n - 1 - x; break;
+          case 3: sy = n - 1 - x; sx = y; break;
+          default: break;
+        }
+        dst[y * n + x] = src[sy * n + sx];
+      }
+  }
+}
+
+/// A hash of everything that determines the pre-trained backbone: the architecture and initialisation fields of
+/// the config (not classes and not the LoRA settings: one cache serves every adapter configuration), the
+/// pre-training settings, and the image count, shape and 4096 evenly spaced pixel values.
+inline std::uint64_t backbone_fingerprint(const vit_config& config, const pretrain_settings& settings,
+                                          const labelled_set& images) {
+  std::uint64_t h = fnv1a64("treelora vit backbone", 21);
+  auto mix = [&h](auto value) { h = fnv1a64(&value, sizeof(value), h); };
+  mix(backbone_cache_format_version);
+  for (index_t v : {config.image_height, config.image_width, config.channels, config.patch_size, config.width,
+                    config.depth, config.heads, config.mlp_hidden()})
+    mix(v);
+  mix(config.layer_norm_epsilon);
+  mix(config.seed);
+  for (index_t v : {settings.epochs, settings.batch_size, settings.warmup_steps, settings.max_images}) mix(v);
+  mix(settings.learning_rate);
+  mix(settings.weight_decay);
+  mix(settings.seed);
+  const std::size_t count = images.features.size();
+  mix(static_cast<std::uint64_t>(count));
+  for (int axis = 0; axis < images.example_shape.rank(); ++axis) mix(images.example_shape[axis]);
+  const std::size_t samples = std::min<std::size_t>(count, 4096);
+  for (std::size_t i = 0; i < samples; ++i) mix(images.features[i * count / samples]);
+  return h;
+}
+
+/// Why a cache file could not be used.
+class backbone_cache_error : public std::runtime_error {
+ public:
+  enum class reason { missing, corrupt, mismatch };
+  backbone_cache_error(reason r, const std::string& what) : std::runtime_error(what), reason_(r) {}
+  reason why() const { return reason_; }
+
+ private:
+  reason reason_;
+};
+
+namespace detail {
+template <class T>
+void put(std::vector<char>& out, T value) {
+  const auto* p = reinterpret_cast<const char*>(&value);
+  out.insert(out.end(), p, p + sizeof(T));
+}
+template <class T>
+T take(const std::vector<char>& in, std::size_t& at, const std::filesystem::path& path) {
+  if (at + sizeof(T) > in.size())
+    throw backbone_cache_error(backbone_cache_error::reason::corrupt,
+                               concat("treelora::load_backbone: ", path.string(), ": corrupt (payload ends early)"));
+  T value;
+  std::memcpy(&value, in.data() + at, sizeof(T));
+  at += sizeof(T);
+  return value;
+}
+inline std::uint64_t cache_checksum(std::uint64_t fingerprint, const std::vector<char>& payload) {
+  return fnv1a64(payload.data(), payload.size(), fnv1a64(&fingerprint, sizeof(fingerprint)));
+}
+}  // namespace detail
+
+/// Writes backbone parameters with their fingerprint (see the format above).
+inline void save_backbone(const std::filesystem::path& path, std::uint64_t fingerprint,
+                          const std::vector<host_parameter>& state) {
+  std::vector<char> payload;
+  detail::put(payload, static_cast<std::uint32_t>(state.size()));
+  for (const auto& p : state) {
+    if (static_cast<index_t>(p.values.size()) != p.value_shape.numel())
+      throw_invalid_argument("save_backbone", concat(p.name, ": ", p.values.size(), " values for ", p.value_shape.to_string()));
+    detail::put(payload, static_cast<std::uint32_t>(p.name.size()));
+    payload.insert(payload.end(), p.name.begin(), p.name.end());
+    detail::put(payload, static_cast<std::uint32_t>(p.value_shape.rank()));
+    for (int axis = 0; axis < p.value_shape.rank(); ++axis) detail::put(payload, static_cast<std::uint64_t>(p.value_shape[axis]));
+    const auto* bytes = reinterpret_cast<const char*>(p.values.data());
+    payload.insert(payload.end(), bytes, bytes + p.values.size() * sizeof(float));
+  }
+  std::vector<char> file(8);
+  std::memcpy(file.data(), "TLVITBB1", 8);
+  detail::put(file, backbone_cache_format_version);
+  detail::put(file, std::uint32_t(0));
+  detail::put(file, fingerprint);
+  detail::put(file, static_cast<std::uint64_t>(payload.size()));
+  detail::put(file, detail::cache_checksum(fingerprint, payload));
+  file.insert(file.end(), payload.begin(), payload.end());
+  std::error_code ec;
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
+  const std::filesystem::path temporary = path.string() + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    out.write(file.data(), static_cast<std::streamsize>(file.size()));
+    if (!out) throw_runtime_error("save_backbone", concat(temporary.string(), ": write failed"));
+  }
+  std::filesystem::rename(temporary, path, ec);
+  if (ec) throw_runtime_error("save_backbone", concat("cannot rename ", temporary.string(), " to ", path.string(), ": ", ec.message()));
+}
+
+/// Reads a backbone file; throws backbone_cache_error (missing, corrupt, or a fingerprint other than `expected`).
+inline std::vector<host_parameter> load_backbone(const std::filesystem::path& path, std::uint64_t expected) {
+  using reason = backbone_cache_error::reason;
+  auto corrupt = [&](const std::string& what) {
+    return backbone_cache_error(reason::corrupt, concat("treelora::load_backbone: ", path.string(), ": corrupt (", what, ")"));
+  };
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw backbone_cache_error(reason::missing, concat("treelora::load_backbone: ", path.string(), ": missing or unreadable"));
+  std::vector<char> file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (file.size() < 40) throw corrupt(concat("truncated header: ", file.size(), " bytes"));
+  if (std::memcmp(file.data(), "TLVITBB1", 8) != 0) throw corrupt("bad magic");
+  std::size_t at = 8;
+  const auto version = detail::take<std::uint32_t>(file, at, path);
+  if (version != backbone_cache_format_version)
+    throw corrupt(concat("format version ", version, ", this build reads ", backbone_cache_format_version));
+  at += 4;
+  const auto fingerprint = detail::take<std::uint64_t>(file, at, path);
+  const auto size = detail::take<std::uint64_t>(file, at, path);
+  const auto checksum = detail::take<std::uint64_t>(file, at, path);
+  if (file.size() - 40 != size) throw corrupt(concat("payload of ", file.size() - 40, " bytes, the header says ", size));
+  const std::vector<char> payload(file.begin() + 40, file.end());
+  if (detail::cache_checksum(fingerprint, payload) != checksum) throw corrupt("checksum mismatch");
+  if (fingerprint != expected)
+    throw backbone_cache_error(reason::mismatch, concat("treelora::load_backbone: ", path.string(),
+                                                        ": config mismatch (the file was pre-trained with another "
+                                                        "configuration, settings or data)"));
+  at = 0;
+  std::vector<host_parameter> state(detail::take<std::uint32_t>(payload, at, path));
+  for (auto& p : state) {
+    const auto length = detail::take<std::uint32_t>(payload, at, path);
+    if (at + length > payload.size()) throw corrupt("name runs past the payload");
+    p.name.assign(payload.data() + at, length);
+    at += length;
+    const auto rank = detail::take<std::uint32_t>(payload, at, path);
+    if (rank > static_cast<std::uint32_t>(shape::max_rank)) throw corrupt(concat(p.name, ": rank ", rank));
+    index_t dims[shape::max_rank] = {};
+    for (std::uint32_t axis = 0; axis < rank; ++axis) dims[axis] = static_cast<index_t>(detail::take<std::uint64_t>(payload, at, path));
+    p.value_shape = rank == 0 ? shape{} : rank == 1 ? shape{dims[0]} : rank == 2 ? shape{dims[0], dims[1]}
+                  : rank == 3 ? shape{dims[0], dims[1], dims[2]} : shape{dims[0], dims[1], dims[2], dims[3]};
+    const auto count = static_cast<std::size_t>(p.value_shape.numel());
+    if (at + count * sizeof(float) > payload.size()) throw corrupt(concat(p.name, ": values run past the payload"));
+    p.values.resize(count);
+    std::memcpy(p.values.data(), payload.data() + at, count * sizeof(float));
+    at += count * sizeof(float);
+  }
+  if (at != payload.size()) throw corrupt("trailing bytes after the last parameter");
+  return state;
+}
+
+/// Accuracy of rotation prediction over all four rotations of (up to) `max_images` images of `images`.
+template <Backend B>
+double rotation_accuracy(vit<B>& model, const labelled_set& images, index_t max_images = 0, index_t batch_size = 256) {
+  const index_t size = model.config().image_features(), n_all = static_cast<index_t>(images.features.size()) / size;
+  const index_t n = max_images > 0 ? std::min(max_images, n_all) : n_all;
+  const index_t side = model.config().image_height;
+  std::vector<float> staging;
+  std::vector<typename B::scalar_type> converted;
+  tensor<B> batch;
+  index_t correct = 0, total = 0;
+  model.set_training(false);
+  for (index_t first = 0; first < n; first += batch_size) {
+    const index_t count = std::min(batch_size, n - first);
+    staging.resize(static_cast<std::size_t>(4 * count * size));
+    std::vector<index_t> labels;
+    for (int k = 0; k < 4; ++k)
+      for (index_t i = 0; i < count; ++i) {
+        rotate_quarter_turns(images.features.data() + (first + i) * size, staging.data() + (k * count + i) * size,
+                             model.config().channels, side, k);
+        labels.push_back(k);
+      }
+    converted.assign(staging.begin(), staging.end());
+    batch.resize(model.backend(), shape{4 * count, size});
+    model.backend().copy_from_host(converted.data(), batch.data(), batch.numel());
+    const auto predicted = argmax_rows<B>(model.forward(batch));
+    for (std::size_t i = 0; i < labels.size(); ++i) correct += predicted[i] == labels[i];
+    total += static_cast<index_t>(labels.size());
+  }
+  model.set_training(true);
+  return total ? static_cast<double>(correct) / static_cast<double>(total) : 0.0;
+}
+
+/// Trains `model`'s whole backbone and a fresh 4-way head on rotation prediction. The images' labels are not read.
+template <Backend B>
+pretrain_report pretrain_rotation(vit<B>& model, const labelled_set& images, const pretrain_settings& settings) {
+  using S = typename B::scalar_type;
+  const vit_config& config = model.config();
+  if (config.image_height != config.image_width)
+    throw_invalid_argument("pretrain_rotation", concat("rotation needs square images, got ", config.image_height, " x ",
+                                                       config.image_width));
+  const index_t size = config.image_features();
+  if (images.example_size() != size)
+    throw_invalid_argument("pretrain_rotation", concat("examples ", images.example_shape.to_string(), " do not match the ",
+                                                       config.channels, " x ", config.image_height, " x ",
+                                                       config.image_width, " images of the model"));
+  if (settings.epochs < 0 || settings.batch_size <= 0)
+    throw_invalid_argument("pretrain_rotation", concat("epochs ", settings.epochs, ", batch size ", settings.batch_size));
+  const index_t available = static_cast<index_t>(images.features.size()) / size;
+  std::vector<index_t> chosen = epoch_permutation(available, settings.seed, -1);
+  if (settings.max_images > 0 && settings.max_images < available) chosen.resize(static_cast<std::size_t>(settings.max_images));
+  const index_t n = static_cast<index_t>(chosen.size());
+  if (n == 0) throw_invalid_argument("pretrain_rotation", "no images");
+
+  model.reset_head(4, random::mix64(settings.seed + 4));
+  model.set_backbone_trainable(true);
+  model.set_training(true);
+  auto params = parameters(model);
+  adam_options options{.learning_rate = settings.learning_rate, .weight_decay = settings.weight_decay,
+                       .decoupled_weight_decay = settings.weight_decay > 0};
+  adam<B> optimizer(params, options);
+  const index_t steps_per_epoch = (n + settings.batch_size - 1) / settings.batch_size;
+  const index_t total_steps = std::max<index_t>(steps_per_epoch * settings.epochs, 1);
+  auto learning_rate = [&](index_t step) {  // linear warm-up, then cosine decay to 0
+    if (step < settings.warmup_steps) return settings.learning_rate * static_cast<double>(step + 1) / static_cast<double>(settings.warmup_steps);
+    const double progress = static_cast<double>(step - settings.warmup_steps) /
+                            static_cast<double>(std::max<index_t>(total_steps - settings.warmup_steps, 1));
+    return settings.learning_rate * 0.5 * (1 + std::cos(std::numbers::pi * std::min(progress, 1.0)));
+  };
+
+  std::vector<float> staging;
+  std::vector<S> converted;
+  std::vector<index_t> rotations;
+  tensor<B> batch, gradient;
+  pretrain_report report;
+  report.images = n;
+  const auto start = std::chrono::steady_clock::now();
+  for (index_t epoch = 0; epoch < settings.epochs; ++epoch) {
+    const auto order = epoch_permutation(n, settings.seed, epoch);
+    random::generator turns(random::mix64(settings.seed ^ (0x7074ULL + static_cast<std::uint64_t>(epoch))));
+    double loss_sum = 0;
+    index_t correct = 0;
+    for (index_t first = 0; first < n; first += settings.batch_size) {
+      const index_t count = std::min(settings.batch_size, n - first);
+      staging.resize(static_cast<std::size_t>(count * size));
+      rotations.resize(static_cast<std::size_t>(count));
+      for (index_t i = 0; i < count; ++i) {
+        const int k = static_cast<int>(turns.below(4));
+        rotations[static_cast<std::size_t>(i)] = k;
+        const index_t image = chosen[static_cast<std::size_t>(order[static_cast<std::size_t>(first + i)])];
+        rotate_quarter_turns(images.features.data() + image * size, staging.data() + i * size, config.channels,
+                             config.image_height, k);
+      }
+      converted.assign(staging.begin(), staging.end());
+      batch.resize(model.backend(), shape{count, size});
+      model.backend().copy_from_host(converted.data(), batch.data(), batch.numel());
+      gradient.resize(model.backend(), shape{count, 4});
+      optimizer.set_learning_rate(learning_rate(report.steps));
+      optimizer.zero_grad();
+      const auto logits = model.forward(batch);
+      loss_sum += cross_entropy_loss<B>(logits, rotations, gradient) * static_cast<double>(count);
+      const auto predicted = argmax_rows<B>(logits);
+      for (index_t i = 0; i < count; ++i) correct += predicted[static_cast<std::size_t>(i)] == rotations[static_cast<std::size_t>(i)];
+      model.backward(gradient);
+      optimizer.step();
+      ++report.steps;
+    }
+    report.final_loss = loss_sum / static_cast<double>(n);
+    report.final_accuracy = static_cast<double>(correct) / static_cast<double>(n);
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (settings.progress)
+      *settings.progress << "treelora: rotation pre-training epoch " << epoch + 1 << "/" << settings.epochs << ": loss "
+                         << std::fixed << std::setprecision(4) << report.final_loss << ", rotation accuracy "
+                         << report.final_accuracy << " (" << std::setprecision(1) << report.seconds << " s, " << n
+                         << " images)" << std::defaultfloat << std::endl;
+  }
+  return report;
+}
+
+/// Pre-trains a backbone for `config` (its LoRA targets and classes do not matter) and returns its state.
+template <Backend B>
+std::vector<host_parameter> pretrain_backbone(B& backend, const vit_config& config, const labelled_set& images,
+                                              const pretrain_settings& settings, pretrain_report* report = nullptr) {
+  vit_config plain = config;
+  plain.lora_targets.clear();
+  plain.classes = 4;
+  vit<B> model(backend, plain);
+  const pretrain_report r = pretrain_rotation(model, images, settings);
+  if (report) *report = r;
+  return model.backbone_state();
+}
+
+/// The cached backbone at `path` when it is valid and matches (config, settings, images); otherwise says why on
+/// settings.progress, pre-trains on `backend`, writes the cache, and returns the new state. Load the result into a
+/// model with vit::load_backbone_state.
+template <Backend B>
+std::vector<host_parameter> load_or_pretrain(B& backend, const std::filesystem::path& path, const vit_config& config,
+                                             const labelled_set& images, const pretrain_settings& settings) {
+  const std::uint64_t fingerprint = backbone_fingerprint(config, settings, images);
+  try {
+    auto state = load_backbone(path, fingerprint);
+    if (settings.progress) *settings.progress << "treelora: loaded the pre-trained backbone from " << path.string() << std::endl;
+    return state;
+  } catch (const backbone_cache_error& e) {
+    if (settings.progress) *settings.progress << e.what() << "; pre-training" << std::endl;
+  }
+  auto state = pretrain_backbone(backend, config, images, settings);
+  save_backbone(path, fingerprint, state);
+  if (settings.progress) *settings.progress << "treelora: wrote the pre-trained backbone to " << path.string() << std::endl;
+  return state;
+}
+
+/// The same on a CPU backend in float.
+inline std::vector<host_parameter> load_or_pretrain(const std::filesystem::path& path, const vit_config& config,
+                                                    const labelled_set& images, const pretrain_settings& settings) {
+  cpu_backend<float> backend;
+  return load_or_pretrain(backend, path, config, images, settings);
+}
+
+}  // namespace treelora
