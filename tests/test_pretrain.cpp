@@ -9,6 +9,10 @@
 #include "treelora/data.hpp"
 #include "treelora/models.hpp"
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 using namespace treelora;
 using F = cpu_backend<float>;
 
@@ -44,6 +48,16 @@ labelled_set synthetic_images(index_t n, index_t side, std::uint64_t seed) {
   }
   return set;
 }
+
+/// Runs the enclosed code on one OpenMP thread. The tiny model's matrices are far too small to share: on a loaded
+/// 2-core machine every parallel region then waits for a descheduled thread (a 40x slowdown measured).
+struct single_thread_scope {
+#if defined(_OPENMP)
+  int saved = omp_get_max_threads();
+  single_thread_scope() { omp_set_num_threads(1); }
+  ~single_thread_scope() { omp_set_num_threads(saved); }
+#endif
+};
 
 std::vector<char> read_bytes(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -140,6 +154,7 @@ TEST_CASE("the backbone cache round trips bit-exactly and detects corruption, tr
 
 TEST_CASE("load_or_pretrain pre-trains and writes, then loads; a changed config or a corrupt file pre-trains again") {
   temp_directory dir;
+  single_thread_scope one_thread;
   F backend;
   const auto images = synthetic_images(64, 8, 3);
   std::ostringstream log;
@@ -174,6 +189,7 @@ TEST_CASE("load_or_pretrain pre-trains and writes, then loads; a changed config 
 }
 
 TEST_CASE("rotation pre-training of a tiny ViT learns rotations well above chance (0.25) within seconds") {
+  single_thread_scope one_thread;
   F backend;
   vit_config config{.image_height = 28, .image_width = 28, .channels = 1, .patch_size = 7, .width = 32, .depth = 2,
                     .heads = 2, .mlp_ratio = 2.0, .classes = 10, .lora_targets = {}, .seed = 7};
