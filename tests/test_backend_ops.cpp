@@ -110,6 +110,7 @@ TEST_CASE_TEMPLATE("elementwise maps match the scalar formulas", B, TREELORA_TES
       {unary_function::tanh, [](double v) { return std::tanh(v); }},
       {unary_function::relu, [](double v) { return v > 0 ? v : 0.0; }},
       {unary_function::relu_derivative, [](double v) { return v > 0 ? 1.0 : 0.0; }},
+      {unary_function::sign, [](double v) { return v > 0 ? 1.0 : (v < 0 ? -1.0 : 0.0); }},
   };
   for (const auto& [f, reference] : cases) {
     apply<B>(f, x, y);

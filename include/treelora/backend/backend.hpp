@@ -26,6 +26,7 @@ enum class unary_function {
   tanh,
   relu,
   relu_derivative,  ///< 1 where x > 0, else 0
+  sign,             ///< -1, 0 or 1 (the subgradient of |x| used by L1 pulls)
 };
 
 /// Memory: allocation, raw access, copies between host and backend memory, fills.
@@ -94,11 +95,12 @@ concept BackendReductions = requires(B& backend, const typename B::scalar_type* 
 template <class B>
 concept BackendOptimizerKernels = requires(B& backend, typename B::scalar_type* out,
                                            const typename B::scalar_type* in, typename B::scalar_type v,
-                                           index_t n, bool flag, std::int64_t step) {
+                                           index_t n, bool flag, std::int64_t step, std::span<const index_t> indices) {
   backend.sgd_step(n, out, in, out, v, v, v, v, flag, flag);  // param, grad, momentum buffer, lr, momentum,
                                                              // dampening, weight decay, nesterov, first step
   backend.adam_step(n, out, in, out, out, v, v, v, v, v, flag, step);  // param, grad, m, v, lr, b1, b2, eps,
                                                                       // weight decay, decoupled, step
+  backend.adam_step_indexed(indices, out, in, out, out, v, v, v, v, v, flag, step);  // the same at listed entries only
 };
 
 /// A tensor backend: everything above.
@@ -119,7 +121,7 @@ consteval bool check_backend() {
                 "softmax_rows(_backward), layer_norm_forward/backward, gather_rows, scatter_add_rows");
   static_assert(BackendReductions<B>,
                 "treelora: not a Backend: needs sum, dot, l1_norm, l1_distance, max, squared_norm");
-  static_assert(BackendOptimizerKernels<B>, "treelora: not a Backend: needs sgd_step and adam_step");
+  static_assert(BackendOptimizerKernels<B>, "treelora: not a Backend: needs sgd_step, adam_step and adam_step_indexed");
   return true;
 }
 

@@ -19,11 +19,14 @@
 #include "treelora/backend/backend.hpp"
 #include "treelora/backend/random.hpp"
 
+// Rows or elements run in parallel only when there is enough work: on a shared machine a parallel region over a
+// tiny loop waits for a descheduled thread far longer than the loop takes.
+#define TREELORA_PRAGMA(text) _Pragma(#text)
 #if defined(_OPENMP)
 #include <omp.h>
-#define TREELORA_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#define TREELORA_PARALLEL_FOR_IF(work) TREELORA_PRAGMA(omp parallel for schedule(static) if ((work) >= (index_t(1) << 16)))
 #else
-#define TREELORA_PARALLEL_FOR
+#define TREELORA_PARALLEL_FOR_IF(work)
 #endif
 
 namespace treelora {
@@ -82,18 +85,18 @@ class cpu_backend {
   void fill(Scalar* out, index_t n, Scalar value) { std::fill_n(out, n, value); }
   void fill_uniform(Scalar* out, index_t n, Scalar lo, Scalar hi, std::uint64_t seed, std::uint64_t offset) {
     const double width = static_cast<double>(hi) - static_cast<double>(lo);
-    TREELORA_PARALLEL_FOR
+    TREELORA_PARALLEL_FOR_IF(n)
     for (index_t i = 0; i < n; ++i)
       out[i] = static_cast<Scalar>(lo + width * random::uniform01(seed, offset + static_cast<std::uint64_t>(i)));
   }
   void fill_normal(Scalar* out, index_t n, Scalar mean, Scalar stddev, std::uint64_t seed, std::uint64_t offset) {
-    TREELORA_PARALLEL_FOR
+    TREELORA_PARALLEL_FOR_IF(n)
     for (index_t i = 0; i < n; ++i)
       out[i] = static_cast<Scalar>(mean + stddev * random::standard_normal(seed, offset + static_cast<std::uint64_t>(i)));
   }
   /// out_i = kept_value with probability keep, else 0 (a dropout mask already scaled by 1 / keep).
   void fill_bernoulli(Scalar* out, index_t n, Scalar keep, Scalar kept_value, std::uint64_t seed, std::uint64_t offset) {
-    TREELORA_PARALLEL_FOR
+    TREELORA_PARALLEL_FOR_IF(n)
     for (index_t i = 0; i < n; ++i)
       out[i] = random::uniform01(seed, offset + static_cast<std::uint64_t>(i)) < static_cast<double>(keep) ? kept_value
                                                                                                           : Scalar(0);
@@ -127,7 +130,7 @@ class cpu_backend {
   void gemm_strided_batched(transpose trans_a, transpose trans_b, index_t m, index_t n, index_t k, Scalar alpha,
                             const Scalar* a, index_t lda, index_t stride_a, const Scalar* b, index_t ldb,
                             index_t stride_b, Scalar beta, Scalar* c, index_t ldc, index_t stride_c, index_t batch) {
-    TREELORA_PARALLEL_FOR
+    TREELORA_PARALLEL_FOR_IF(batch * m * n * k / 4)
     for (index_t i = 0; i < batch; ++i)
       gemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c,
            ldc);
@@ -153,6 +156,7 @@ class cpu_backend {
       case unary_function::tanh: y = x.tanh(); break;
       case unary_function::relu: y = x.max(Scalar(0)); break;
       case unary_function::relu_derivative: y = (x > Scalar(0)).template cast<Scalar>(); break;
+      case unary_function::sign: y = x.sign(); break;
     }
   }
   void multiply(index_t n, const Scalar* a, const Scalar* b, Scalar* out) {
@@ -173,7 +177,7 @@ class cpu_backend {
   }
 
   void softmax_rows(index_t rows, index_t cols, const Scalar* in, Scalar* out) {
-    TREELORA_PARALLEL_FOR
+    TREELORA_PARALLEL_FOR_IF(rows * cols)
     for (index_t r = 0; r < rows; ++r) {
       const_array_map x(in + r * cols, cols);
       array_map y(out + r * cols, cols);
@@ -183,7 +187,7 @@ class cpu_backend {
   }
   /// dx = y * (dy - sum(dy * y)) per row.
   void softmax_rows_backward(index_t rows, index_t cols, const Scalar* y, const Scalar* dy, Scalar* dx) {
-    TREELORA_PARALLEL_FOR
+    TREELORA_PARALLEL_FOR_IF(rows * cols)
     for (index_t r = 0; r < rows; ++r) {
       const_array_map yr(y + r * cols, cols), dyr(dy + r * cols, cols);
       const Scalar s = (yr * dyr).sum();
@@ -195,7 +199,7 @@ class cpu_backend {
   void layer_norm_forward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, const Scalar* beta,
                           Scalar eps, Scalar* y, Scalar* mean, Scalar* rstd) {
     const_array_map g(gamma, cols), b(beta, cols);
-    TREELORA_PARALLEL_FOR
+    TREELORA_PARALLEL_FOR_IF(rows * cols)
     for (index_t r = 0; r < rows; ++r) {
       const_array_map xr(x + r * cols, cols);
       const Scalar mu = xr.mean();
@@ -210,7 +214,7 @@ class cpu_backend {
   void layer_norm_backward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, const Scalar* mean,
                            const Scalar* rstd, const Scalar* dy, Scalar* dx, Scalar* dgamma, Scalar* dbeta) {
     const_array_map gm(gamma, cols);
-    TREELORA_PARALLEL_FOR
+    TREELORA_PARALLEL_FOR_IF(rows * cols)
     for (index_t r = 0; r < rows; ++r) {
       const_array_map xr(x + r * cols, cols), dyr(dy + r * cols, cols);
       const auto xhat = (xr - mean[r]) * rstd[r];
@@ -280,6 +284,21 @@ class cpu_backend {
       vv = beta2 * vv + (Scalar(1) - beta2) * gd.square();
     }
     p -= (lr / bc1) * mm / (vv.sqrt() / std::sqrt(bc2) + eps);
+  }
+  /// Adam at the listed entries only ("lazy" Adam: the moments of other entries do not decay). Costs O(|indices|).
+  void adam_step_indexed(std::span<const index_t> indices, Scalar* param, const Scalar* grad, Scalar* m, Scalar* v,
+                         Scalar lr, Scalar beta1, Scalar beta2, Scalar eps, Scalar weight_decay, bool decoupled,
+                         std::int64_t step) {
+    const Scalar bc1 = Scalar(1) - std::pow(beta1, static_cast<Scalar>(step));
+    const Scalar sqrt_bc2 = std::sqrt(Scalar(1) - std::pow(beta2, static_cast<Scalar>(step)));
+    for (const index_t i : indices) {
+      Scalar g = grad[i];
+      if (decoupled) param[i] *= Scalar(1) - lr * weight_decay;
+      else g += weight_decay * param[i];
+      m[i] = beta1 * m[i] + (Scalar(1) - beta1) * g;
+      v[i] = beta2 * v[i] + (Scalar(1) - beta2) * g * g;
+      param[i] -= (lr / bc1) * m[i] / (std::sqrt(v[i]) / sqrt_bc2 + eps);
+    }
   }
 
  private:

@@ -50,6 +50,9 @@ struct standard_lora {
     scalar_type scaling() const { return scaling_; }
     index_t rank() const { return config_.rank; }
     void set_training(bool training) { training_ = training; }
+    /// false: backward_add still passes the input gradient through but skips the dA and dB GEMMs (a sparse
+    /// update rule that leaves this module out of a step saves that work).
+    bool& gradients_enabled() { return gradients_enabled_; }
     /// Where the dropout stream is: setting it back replays the same masks (checkpoints, gradient checks).
     std::uint64_t dropout_position() const { return dropout_counter_; }
     void set_dropout_position(std::uint64_t position) { dropout_counter_ = position; }
@@ -74,8 +77,10 @@ struct standard_lora {
       if (input_.data() == nullptr) throw_invalid_argument("standard_lora::backward_add", "called before forward_add");
       hidden_gradient_.resize(*backend_, shape{dy.rows(), config_.rank});
       matmul<B>(dy, transpose::no, b_, transpose::no, hidden_gradient_, scaling_);            // dh = s dy B
-      matmul<B>(dy, transpose::yes, hidden_, transpose::no, b_gradient_, scaling_, 1);        // dB += s dy^T h
-      matmul<B>(hidden_gradient_, transpose::yes, input_, transpose::no, a_gradient_, 1, 1);  // dA += dh^T x
+      if (gradients_enabled_) {
+        matmul<B>(dy, transpose::yes, hidden_, transpose::no, b_gradient_, scaling_, 1);        // dB += s dy^T h
+        matmul<B>(hidden_gradient_, transpose::yes, input_, transpose::no, a_gradient_, 1, 1);  // dA += dh^T x
+      }
       if (training_ && config_.dropout > 0) {
         dropped_.resize(*backend_, dx.shape());
         matmul<B>(hidden_gradient_, transpose::no, a_, transpose::no, dropped_);  // (dh A), then masked
@@ -101,6 +106,7 @@ struct standard_lora {
     index_t in_, out_;
     scalar_type scaling_;
     bool training_ = true;
+    bool gradients_enabled_ = true;
     std::uint64_t dropout_counter_ = 0;
     tensor<B> a_, b_, a_gradient_, b_gradient_;
     tensor<B> hidden_, hidden_gradient_, mask_, dropped_;

@@ -23,6 +23,7 @@ struct adapter_view {
   tensor<B>* a_gradient = nullptr;
   tensor<B>* b = nullptr;
   tensor<B>* b_gradient = nullptr;
+  bool* gradients_enabled = nullptr;  ///< when set: false makes the adapter skip its A/B gradient GEMMs
 };
 
 template <class M>

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "treelora/layers/layer.hpp"
+#include "treelora/sparse/sparse_update.hpp"
 
 namespace treelora {
 
@@ -45,6 +46,25 @@ class adam {
                                    static_cast<scalar_type>(options_.epsilon),
                                    static_cast<scalar_type>(options_.weight_decay), options_.decoupled_weight_decay,
                                    steps_);
+    }
+  }
+  /// One step that skips work: parameters in `mask.skipped` are not touched; those in `mask.sparse` are updated
+  /// only at their listed entries (the others' moments stay as they are); the rest get the dense update.
+  void step(const sparse_update<B>& mask) {
+    ++steps_;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      auto& p = params_[i];
+      if (!p.trainable || mask.skips(p.value)) continue;
+      const auto s = [](double v) { return static_cast<scalar_type>(v); };
+      if (const auto* entries = mask.entries_of(p.value))
+        p.value->backend().adam_step_indexed(*entries, p.value->data(), p.gradient->data(), first_[i].data(), second_[i].data(),
+                                             s(options_.learning_rate), s(options_.beta1), s(options_.beta2),
+                                             s(options_.epsilon), s(options_.weight_decay),
+                                             options_.decoupled_weight_decay, steps_);
+      else
+        p.value->backend().adam_step(p.value->numel(), p.value->data(), p.gradient->data(), first_[i].data(),
+                                     second_[i].data(), s(options_.learning_rate), s(options_.beta1), s(options_.beta2),
+                                     s(options_.epsilon), s(options_.weight_decay), options_.decoupled_weight_decay, steps_);
     }
   }
   void zero_grad() { zero_gradients(params_); }

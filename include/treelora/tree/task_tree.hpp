@@ -29,7 +29,7 @@ struct tree_options {
   /// Nodes at depth >= max_depth are leaves. -1: the number of modules L, or layer_map.size() if given.
   index_t max_depth = -1;
   /// Depth d splits on module layer_map[d] (paper: a configurable layer per level). Empty: module d.
-  std::vector<index_t> layer_map;
+  std::vector<index_t> layer_map = {};
   /// A node with at most leaf_size entries is a leaf (reference: 1).
   index_t leaf_size = 1;
   /// Paper: at most this many entries; inserting past it merges the closest pair. 0 = unlimited.

@@ -1,0 +1,255 @@
+// treelora/strategy/runner.hpp: trains a model task after task and evaluates after each task.
+//
+//   for task n: strategy.begin_task; a fresh optimiser over the model's parameters
+//     for epoch e: strategy.begin_epoch; a seeded permutation of the task's training set
+//       for micro-batch t: zero gradients; copy the batch to the backend; forward; cross-entropy on the task's
+//                          classes; backward; strategy.after_backward (regularisers); clip; strategy.update
+//     strategy.end_task; evaluate every task -> row n of the accuracy matrices
+// Task-IL accuracy restricts the argmax to the task's classes; class-IL to all classes seen so far; task
+// identity counts a class-IL prediction that falls inside the right task's classes.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "treelora/backend/random.hpp"
+#include "treelora/data/dataset.hpp"
+#include "treelora/layers/cross_entropy.hpp"
+#include "treelora/metrics/continual_metrics.hpp"
+#include "treelora/optim/clip.hpp"
+#include "treelora/strategy/strategy.hpp"
+
+namespace treelora {
+
+struct runner_options {
+  index_t epochs_per_task = 1;
+  std::vector<index_t> epochs_schedule = {};  ///< per-task epochs; overrides epochs_per_task when not empty
+  index_t batch_size = 32;
+  index_t eval_batch_size = 256;
+  double clip_norm = 0;                  ///< clip the global gradient norm to this (0: off)
+  bool train_on_task_classes = true;     ///< mask the shared head to the current task's classes while training
+  std::uint64_t seed = 0;                ///< batch order
+};
+
+/// Everything a run measured.
+struct run_result {
+  std::string method;
+  accuracy_matrix task_il, class_il, task_identity;
+  std::vector<double> before = {};       ///< task-IL accuracy of the untrained model on each task (for FWT)
+  std::vector<double> train_seconds = {};  ///< per task, evaluation excluded
+  std::vector<std::size_t> peak_bytes = {};   ///< peak resident memory after each task
+  std::vector<std::size_t> state_bytes = {};  ///< the strategy's per-task state after each task
+  index_t trainable_parameters = 0;
+  index_t steps = 0;
+  double seconds = 0;                    ///< all training time
+};
+
+namespace detail {
+/// A seeded Fisher-Yates permutation of [0, n) for (seed, task, epoch).
+inline std::vector<index_t> epoch_order(index_t n, std::uint64_t seed, index_t task, index_t epoch) {
+  std::vector<index_t> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), index_t(0));
+  random::generator g(random::mix64(seed ^ random::mix64(std::uint64_t(task) * 1000003ULL + std::uint64_t(epoch))));
+  for (index_t i = n - 1; i > 0; --i) std::swap(order[std::size_t(i)], order[std::size_t(g.below(std::uint64_t(i + 1)))]);
+  return order;
+}
+
+/// Copies examples `rows` of `set` into `x` (explicit host -> backend copy) and their labels into `labels`.
+template <Backend B>
+void load_batch(const labelled_set& set, std::span<const index_t> rows, tensor<B>& x, std::vector<index_t>& labels,
+                std::vector<typename B::scalar_type>& staging, B& backend) {
+  const index_t width = set.example_size(), n = static_cast<index_t>(rows.size());
+  staging.resize(static_cast<std::size_t>(n * width));
+  labels.resize(static_cast<std::size_t>(n));
+  for (index_t i = 0; i < n; ++i) {
+    const auto src = set.features.begin() + rows[std::size_t(i)] * width;
+    std::copy(src, src + width, staging.begin() + i * width);
+    labels[std::size_t(i)] = set.labels[std::size_t(rows[std::size_t(i)])];
+  }
+  x.resize(backend, shape::batched(n, set.example_shape));
+  backend.copy_from_host(staging.data(), x.data(), n * width);
+}
+
+template <class Callback>
+void notify_task_begin(Callback& c, const training_context& context) {
+  if constexpr (requires { c.on_task_begin(context); }) c.on_task_begin(context);
+}
+template <class Callback>
+void notify_step(Callback& c, const training_context& context, double regulariser) {
+  if constexpr (requires { c.on_step(context, regulariser); }) c.on_step(context, regulariser);
+}
+template <class Callback>
+void notify_task_end(Callback& c, const training_context& context, double seconds) {
+  if constexpr (requires { c.on_task_end(context, seconds); }) c.on_task_end(context, seconds);
+}
+template <class Callback>
+bool asks_to_stop(Callback& c, const training_context& context) {
+  if constexpr (requires { { c.should_stop_epoch(context) } -> std::convertible_to<bool>; })
+    return c.should_stop_epoch(context);
+  else return false;
+}
+}  // namespace detail
+
+/// Accuracies of `model` on `set`: the argmax restricted to `allowed` classes; also the fraction of predictions
+/// that fall inside `task_classes` (task identity). Runs in evaluation mode.
+template <Model M>
+std::pair<double, double> evaluate(M& model, const labelled_set& set, std::span<const index_t> allowed,
+                                   std::span<const index_t> task_classes, index_t batch_size = 256) {
+  using B = typename M::backend_type;
+  if (set.size() == 0) throw_invalid_argument("evaluate", "empty evaluation set");
+  model.set_training(false);
+  B* backend = nullptr;
+  tensor<B> x;
+  std::vector<index_t> labels, rows;
+  std::vector<typename B::scalar_type> staging;
+  index_t correct = 0, inside = 0;
+  for (index_t first = 0; first < set.size(); first += batch_size) {
+    const index_t n = std::min(batch_size, set.size() - first);
+    rows.resize(std::size_t(n));
+    std::iota(rows.begin(), rows.end(), first);
+    if (!backend) backend = &model.backend();
+    detail::load_batch(set, rows, x, labels, staging, *backend);
+    const auto predictions = argmax_rows<B>(model.forward(x), allowed);
+    for (index_t i = 0; i < n; ++i) {
+      correct += predictions[std::size_t(i)] == labels[std::size_t(i)];
+      inside += std::find(task_classes.begin(), task_classes.end(), predictions[std::size_t(i)]) != task_classes.end();
+    }
+  }
+  model.set_training(true);
+  return {double(correct) / double(set.size()), double(inside) / double(set.size())};
+}
+
+/// Trains `model` on every task of `stream` in order with `strategy`; `make_optimizer(parameter_list)` builds
+/// a fresh optimiser per task. Callbacks are optional observers (strategy/callbacks.hpp).
+template <Model M, class S, class OptimizerFactory, class... Callbacks>
+  requires Strategy<S, M>
+run_result run_stream(M& model, const task_stream& stream, S& strategy, OptimizerFactory make_optimizer,
+                      const runner_options& options, Callbacks&... callbacks) {
+  using B = typename M::backend_type;
+  const index_t tasks = static_cast<index_t>(stream.tasks.size());
+  if (tasks == 0) throw_invalid_argument("run_stream", "the task stream has no tasks");
+  if (options.batch_size <= 0) throw_invalid_argument("run_stream", concat("batch size ", options.batch_size, " <= 0"));
+  if (!options.epochs_schedule.empty() && static_cast<index_t>(options.epochs_schedule.size()) != tasks)
+    throw_invalid_argument("run_stream", concat("epochs schedule has ", options.epochs_schedule.size(), " entries for ",
+                                                 tasks, " tasks"));
+  B& backend = model.backend();
+  run_result result{strategy.name(), accuracy_matrix(tasks), accuracy_matrix(tasks), accuracy_matrix(tasks)};
+  for (const auto& task : stream.tasks) {
+    if (task.train.size() == 0 || task.test.size() == 0)
+      throw_invalid_argument("run_stream", concat("task '", task.name, "' has no training or no test examples"));
+    result.before.push_back(evaluate(model, task.test, task.classes, task.classes, options.eval_batch_size).first);
+  }
+
+  tensor<B> x, logits_gradient;
+  std::vector<index_t> labels, seen_classes;
+  std::vector<typename B::scalar_type> staging;
+  training_context context{.tasks = tasks};
+  model.set_training(true);
+  for (index_t n = 0; n < tasks; ++n) {
+    const auto& task = stream.tasks[std::size_t(n)];
+    context.task = n;
+    context.epochs = options.epochs_schedule.empty() ? options.epochs_per_task : options.epochs_schedule[std::size_t(n)];
+    context.steps_per_epoch = (task.train.size() + options.batch_size - 1) / options.batch_size;
+    const std::span<const index_t> train_classes =
+        options.train_on_task_classes ? std::span<const index_t>(task.classes) : std::span<const index_t>();
+    strategy.begin_task(model, context);
+    auto params = parameters(model);
+    result.trainable_parameters = trainable_parameter_count(params);
+    auto optimizer = make_optimizer(params);
+    (detail::notify_task_begin(callbacks, context), ...);
+    const auto start = std::chrono::steady_clock::now();
+    for (index_t epoch = 0; epoch < context.epochs; ++epoch) {
+      context.epoch = epoch;
+      context.step = 0;
+      strategy.begin_epoch(model, context);
+      const auto order = detail::epoch_order(task.train.size(), options.seed, n, epoch);
+      for (index_t t = 0; t < context.steps_per_epoch; ++t) {
+        context.step = t;
+        const index_t first = t * options.batch_size, count = std::min(options.batch_size, task.train.size() - first);
+        detail::load_batch(task.train, std::span<const index_t>(order).subspan(std::size_t(first), std::size_t(count)), x,
+                           labels, staging, backend);
+        zero_gradients(params);
+        if constexpr (requires { strategy.before_backward(model, context); }) strategy.before_backward(model, context);
+        const auto logits = model.forward(x);
+        logits_gradient.resize(backend, logits.shape());
+        context.loss = cross_entropy_loss<B>(logits, labels, logits_gradient, train_classes);
+        model.backward(logits_gradient);
+        [[maybe_unused]] const double regulariser = strategy.after_backward(model, context);
+        if (options.clip_norm > 0) clip_gradient_norm(params, options.clip_norm);
+        if constexpr (requires { strategy.update(model, optimizer, context); }) strategy.update(model, optimizer, context);
+        else optimizer.step();
+        (detail::notify_step(callbacks, context, regulariser), ...);
+        ++context.global_step;
+        ++result.steps;
+        bool stop = false;
+        ((stop = stop || detail::asks_to_stop(callbacks, context)), ...);
+        if (stop) break;
+      }
+    }
+    strategy.end_task(model, context);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    result.train_seconds.push_back(seconds);
+    result.seconds += seconds;
+    (detail::notify_task_end(callbacks, context, seconds), ...);
+
+    seen_classes.insert(seen_classes.end(), task.classes.begin(), task.classes.end());
+    for (index_t j = 0; j < tasks; ++j) {
+      const auto& other = stream.tasks[std::size_t(j)];
+      result.task_il(n, j) = evaluate(model, other.test, other.classes, other.classes, options.eval_batch_size).first;
+      if (j <= n) {
+        const auto [accuracy, identity] = evaluate(model, other.test, seen_classes, other.classes, options.eval_batch_size);
+        result.class_il(n, j) = accuracy;
+        result.task_identity(n, j) = identity;
+      }
+    }
+    result.peak_bytes.push_back(peak_resident_bytes());
+    result.state_bytes.push_back(strategy.state_bytes());
+  }
+  return result;
+}
+
+/// The joint-training upper bound: one task holding every task's training data (all classes), trained through
+/// the same loop, then evaluated per task. Only the last row of the matrices is meaningful (the others are NaN).
+template <Model M, class S, class OptimizerFactory, class... Callbacks>
+  requires Strategy<S, M>
+run_result run_joint(M& model, const task_stream& stream, S& strategy, OptimizerFactory make_optimizer,
+                     runner_options options, Callbacks&... callbacks) {
+  task_stream joint{stream.name + " (joint)", stream.total_classes, {classification_task{"joint", {}, {}, {}}}};
+  auto& all = joint.tasks[0];
+  for (const auto& task : stream.tasks) {
+    all.classes.insert(all.classes.end(), task.classes.begin(), task.classes.end());
+    all.train.example_shape = all.test.example_shape = task.train.example_shape;
+    all.train.features.insert(all.train.features.end(), task.train.features.begin(), task.train.features.end());
+    all.train.labels.insert(all.train.labels.end(), task.train.labels.begin(), task.train.labels.end());
+    all.test.features.insert(all.test.features.end(), task.test.features.begin(), task.test.features.end());
+    all.test.labels.insert(all.test.labels.end(), task.test.labels.begin(), task.test.labels.end());
+  }
+  if (options.epochs_schedule.size() > 0) {
+    index_t total = 0;
+    for (auto e : options.epochs_schedule) total = std::max(total, e);
+    options.epochs_per_task = total;
+    options.epochs_schedule.clear();
+  }
+  auto inner = run_stream(model, joint, strategy, make_optimizer, options, callbacks...);
+  const index_t tasks = static_cast<index_t>(stream.tasks.size());
+  run_result result{"Joint", accuracy_matrix(tasks), accuracy_matrix(tasks), accuracy_matrix(tasks)};
+  for (index_t j = 0; j < tasks; ++j) {
+    const auto& task = stream.tasks[std::size_t(j)];
+    result.task_il(tasks - 1, j) = evaluate(model, task.test, task.classes, task.classes, options.eval_batch_size).first;
+    const auto [accuracy, identity] = evaluate(model, task.test, all.classes, task.classes, options.eval_batch_size);
+    result.class_il(tasks - 1, j) = accuracy;
+    result.task_identity(tasks - 1, j) = identity;
+  }
+  result.train_seconds = inner.train_seconds;
+  result.peak_bytes = inner.peak_bytes;
+  result.state_bytes = inner.state_bytes;
+  result.trainable_parameters = inner.trainable_parameters;
+  result.steps = inner.steps;
+  result.seconds = inner.seconds;
+  return result;
+}
+
+}  // namespace treelora

@@ -1,0 +1,51 @@
+// treelora/strategy/strategy.hpp: the Strategy concept: what a continual-learning method does around the
+// runner's training loop (strategy/runner.hpp). The runner owns the loop; a strategy only reacts:
+//   begin_task(model, context)       a new task starts (optimiser state is fresh for every task)
+//   begin_epoch(model, context)      TreeLoRA's reference mode resets its accumulators here
+//   before_backward(model, context)  optional: before the forward pass (a sparse rule chooses what backward computes)
+//   after_backward(model, context)   gradients of the task loss are in place; add regulariser gradients here and
+//                                    return the regulariser's value (0 when there is none)
+//   update(model, optimiser, context) apply the parameter update (sparse rules skip work here)
+//   end_task(model, context)         the task's training is over (store per-task state, rebuild a tree)
+//   name(), state_bytes()            for reports: the method's name and the bytes of per-task state it keeps
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <string>
+
+#include "treelora/models/model.hpp"
+
+namespace treelora {
+
+/// Where the runner is, passed to every hook.
+struct training_context {
+  index_t task = 0;             ///< n: the task being trained, 0-based
+  index_t tasks = 0;            ///< N
+  index_t epoch = 0;            ///< epoch within the task
+  index_t epochs = 0;           ///< epochs of this task
+  index_t step = 0;             ///< t: micro-batch index within the epoch, 0-based
+  index_t steps_per_epoch = 0;  ///< T
+  index_t global_step = 0;      ///< steps since the stream began
+  double loss = 0;              ///< the task loss of the current micro-batch (after backward)
+};
+
+template <class S, class M>
+concept Strategy = Model<M> && requires(S& strategy, const S& const_strategy, M& model, const training_context& context) {
+  { const_strategy.name() } -> std::convertible_to<std::string>;
+  strategy.begin_task(model, context);
+  strategy.begin_epoch(model, context);
+  { strategy.after_backward(model, context) } -> std::convertible_to<double>;
+  strategy.end_task(model, context);
+  { const_strategy.state_bytes() } -> std::convertible_to<std::size_t>;
+};
+
+/// The plain update every dense strategy uses: one optimiser step over all trainable parameters.
+struct dense_update {
+  template <class M, class Optimizer>
+  void operator()(M&, Optimizer& optimizer, const training_context&) {
+    optimizer.step();
+  }
+};
+
+}  // namespace treelora
