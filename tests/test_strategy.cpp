@@ -22,7 +22,7 @@ TEST_CASE("reference TreeLoRA: accumulation (with the factor L), regulariser val
   mlp_classifier<D> model(backend, {.inputs = 4, .hidden = 6, .hidden_layers = 2, .classes = 2, .lora_rank = 2, .seed = 3});
   auto adapters = model.adapters();
   const index_t L = 2, T = 4;
-  tree_lora_reference<D> strategy({.regularization = 0.5, .seed = 1});
+  tree_lora_reference<D> strategy({.reference_strength = 0.5, .seed = 1});
   training_context c{.task = 0, .tasks = 2, .epochs = 1, .steps_per_epoch = T};
   strategy.begin_task(model, c);
   strategy.begin_epoch(model, c);
@@ -108,7 +108,7 @@ TEST_CASE_TEMPLATE("every strategy and sparse rule runs end to end and fills the
   mlp_classifier<F> model(backend, {.inputs = 16, .hidden = 32, .classes = planted.stream.total_classes, .seed = 2});
   S strategy = [] {
     if constexpr (std::is_same_v<S, seq_lora> || std::is_same_v<S, tree_lora_reference<F>>) return S();
-    else return S({.mode = tree_lora_mode::paper, .regularization = 1e-3});
+    else return S({.mode = tree_lora_mode::paper});
   }();
   timer clock;
   auto result = run_stream(model, planted.stream, strategy, adam_factory<F>(1e-2), {.epochs_per_task = 4, .batch_size = 16}, clock);
@@ -174,7 +174,7 @@ TEST_CASE("planted hierarchy: paper-mode TreeLoRA forgets less than SeqLoRA and 
     }
     F backend;
     mlp_classifier<F> model(backend, config);
-    tree_lora_paper<F> strategy({.mode = tree_lora_mode::paper, .regularization = 1e-3, .tree = {.max_depth = 2}});
+    tree_lora_paper<F> strategy({.mode = tree_lora_mode::paper, .tree = {.max_depth = 2}});
     struct selection_counter {
       tree_lora_paper<F>* strategy;
       const std::vector<index_t>* groups;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "treelora/backend/random.hpp"
+#include "treelora/data/batching.hpp"
 #include "treelora/data/dataset.hpp"
 #include "treelora/layers/cross_entropy.hpp"
 #include "treelora/metrics/continual_metrics.hpp"
@@ -48,15 +49,6 @@ struct run_result {
 };
 
 namespace detail {
-/// A seeded Fisher-Yates permutation of [0, n) for (seed, task, epoch).
-inline std::vector<index_t> epoch_order(index_t n, std::uint64_t seed, index_t task, index_t epoch) {
-  std::vector<index_t> order(static_cast<std::size_t>(n));
-  std::iota(order.begin(), order.end(), index_t(0));
-  random::generator g(random::mix64(seed ^ random::mix64(std::uint64_t(task) * 1000003ULL + std::uint64_t(epoch))));
-  for (index_t i = n - 1; i > 0; --i) std::swap(order[std::size_t(i)], order[std::size_t(g.below(std::uint64_t(i + 1)))]);
-  return order;
-}
-
 /// Copies examples `rows` of `set` into `x` (explicit host -> backend copy) and their labels into `labels`.
 template <Backend B>
 void load_batch(const labelled_set& set, std::span<const index_t> rows, tensor<B>& x, std::vector<index_t>& labels,
@@ -93,33 +85,43 @@ bool asks_to_stop(Callback& c, const training_context& context) {
 }
 }  // namespace detail
 
-/// Accuracies of `model` on `set`: the argmax restricted to `allowed` classes; also the fraction of predictions
-/// that fall inside `task_classes` (task identity). Runs in evaluation mode.
+/// What one pass over a test set measures.
+struct evaluation {
+  double task_il = 0;        ///< argmax over the task's own classes
+  double class_il = 0;       ///< argmax over every class seen so far
+  double task_identity = 0;  ///< the class-IL prediction falls inside the task's classes
+};
+
+/// One forward pass of `model` over `set` (evaluation mode), scored both ways. `seen_classes` empty: class-IL is
+/// not scored (0).
 template <Model M>
-std::pair<double, double> evaluate(M& model, const labelled_set& set, std::span<const index_t> allowed,
-                                   std::span<const index_t> task_classes, index_t batch_size = 256) {
+evaluation evaluate(M& model, const labelled_set& set, std::span<const index_t> task_classes,
+                    std::span<const index_t> seen_classes, index_t batch_size = 256) {
   using B = typename M::backend_type;
   if (set.size() == 0) throw_invalid_argument("evaluate", "empty evaluation set");
   model.set_training(false);
-  B* backend = nullptr;
   tensor<B> x;
   std::vector<index_t> labels, rows;
   std::vector<typename B::scalar_type> staging;
-  index_t correct = 0, inside = 0;
+  index_t task_correct = 0, class_correct = 0, inside = 0;
   for (index_t first = 0; first < set.size(); first += batch_size) {
     const index_t n = std::min(batch_size, set.size() - first);
     rows.resize(std::size_t(n));
     std::iota(rows.begin(), rows.end(), first);
-    if (!backend) backend = &model.backend();
-    detail::load_batch(set, rows, x, labels, staging, *backend);
-    const auto predictions = argmax_rows<B>(model.forward(x), allowed);
+    detail::load_batch(set, rows, x, labels, staging, model.backend());
+    const auto logits = model.forward(x);
+    const auto within_task = argmax_rows<B>(logits, task_classes);
+    for (index_t i = 0; i < n; ++i) task_correct += within_task[std::size_t(i)] == labels[std::size_t(i)];
+    if (seen_classes.empty()) continue;
+    const auto within_seen = argmax_rows<B>(logits, seen_classes);
     for (index_t i = 0; i < n; ++i) {
-      correct += predictions[std::size_t(i)] == labels[std::size_t(i)];
-      inside += std::find(task_classes.begin(), task_classes.end(), predictions[std::size_t(i)]) != task_classes.end();
+      class_correct += within_seen[std::size_t(i)] == labels[std::size_t(i)];
+      inside += std::find(task_classes.begin(), task_classes.end(), within_seen[std::size_t(i)]) != task_classes.end();
     }
   }
   model.set_training(true);
-  return {double(correct) / double(set.size()), double(inside) / double(set.size())};
+  const double total = double(set.size());
+  return {double(task_correct) / total, double(class_correct) / total, double(inside) / total};
 }
 
 /// Trains `model` on every task of `stream` in order with `strategy`; `make_optimizer(parameter_list)` builds
@@ -140,7 +142,7 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
   for (const auto& task : stream.tasks) {
     if (task.train.size() == 0 || task.test.size() == 0)
       throw_invalid_argument("run_stream", concat("task '", task.name, "' has no training or no test examples"));
-    result.before.push_back(evaluate(model, task.test, task.classes, task.classes, options.eval_batch_size).first);
+    result.before.push_back(evaluate(model, task.test, task.classes, {}, options.eval_batch_size).task_il);
   }
 
   tensor<B> x, logits_gradient;
@@ -165,7 +167,7 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
       context.epoch = epoch;
       context.step = 0;
       strategy.begin_epoch(model, context);
-      const auto order = detail::epoch_order(task.train.size(), options.seed, n, epoch);
+      const auto order = epoch_permutation(task.train.size(), random::mix64(options.seed ^ random::mix64(std::uint64_t(n))), epoch);
       for (index_t t = 0; t < context.steps_per_epoch; ++t) {
         context.step = t;
         const index_t first = t * options.batch_size, count = std::min(options.batch_size, task.train.size() - first);
@@ -198,11 +200,13 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
     seen_classes.insert(seen_classes.end(), task.classes.begin(), task.classes.end());
     for (index_t j = 0; j < tasks; ++j) {
       const auto& other = stream.tasks[std::size_t(j)];
-      result.task_il(n, j) = evaluate(model, other.test, other.classes, other.classes, options.eval_batch_size).first;
-      if (j <= n) {
-        const auto [accuracy, identity] = evaluate(model, other.test, seen_classes, other.classes, options.eval_batch_size);
-        result.class_il(n, j) = accuracy;
-        result.task_identity(n, j) = identity;
+      const auto scores = evaluate(model, other.test, other.classes, j <= n ? std::span<const index_t>(seen_classes)
+                                                                            : std::span<const index_t>(),
+                                   options.eval_batch_size);
+      result.task_il(n, j) = scores.task_il;
+      if (j <= n) {  // class-IL over the classes seen so far is defined for tasks already seen
+        result.class_il(n, j) = scores.class_il;
+        result.task_identity(n, j) = scores.task_identity;
       }
     }
     result.peak_bytes.push_back(peak_resident_bytes());
@@ -238,10 +242,10 @@ run_result run_joint(M& model, const task_stream& stream, S& strategy, Optimizer
   run_result result{"Joint", accuracy_matrix(tasks), accuracy_matrix(tasks), accuracy_matrix(tasks)};
   for (index_t j = 0; j < tasks; ++j) {
     const auto& task = stream.tasks[std::size_t(j)];
-    result.task_il(tasks - 1, j) = evaluate(model, task.test, task.classes, task.classes, options.eval_batch_size).first;
-    const auto [accuracy, identity] = evaluate(model, task.test, all.classes, task.classes, options.eval_batch_size);
-    result.class_il(tasks - 1, j) = accuracy;
-    result.task_identity(tasks - 1, j) = identity;
+    const auto scores = evaluate(model, task.test, task.classes, all.classes, options.eval_batch_size);
+    result.task_il(tasks - 1, j) = scores.task_il;
+    result.class_il(tasks - 1, j) = scores.class_il;
+    result.task_identity(tasks - 1, j) = scores.task_identity;
   }
   result.train_seconds = inner.train_seconds;
   result.peak_bytes = inner.peak_bytes;

@@ -44,7 +44,8 @@ enum class pull_target {
 
 struct tree_lora_config {
   tree_lora_mode mode = tree_lora_mode::reference;
-  double regularization = 0.5;  ///< reference: reg, the end of the per-epoch ramp; paper: lambda of the L1 pull
+  double reference_strength = 0.5;  ///< reference: reg, the end of the per-epoch ramp (0.5 in every released script)
+  double pull_strength = 1e-2;      ///< paper: lambda of the L1 pull (tuned on the planted stream, docs/strategies.md)
   bool include_b = true;        ///< paper: task vectors of A and B gradients (reference: A values only)
   pull_target pull = pull_target::parameters;  ///< paper: what the L1 pull acts on
   tree_options tree = {};       ///< paper: depth, layer map, storage budget (reference: the defaults)
@@ -60,8 +61,9 @@ class tree_lora {
 
   explicit tree_lora(tree_lora_config config = {}, Policy policy = Policy(), Sparse sparse = Sparse())
       : config_(std::move(config)), policy_(std::move(policy)), sparse_(std::move(sparse)) {
-    if (!(config_.regularization >= 0))
-      throw_invalid_argument("tree_lora", concat("regularization ", config_.regularization, " < 0"));
+    if (!(config_.reference_strength >= 0) || !(config_.pull_strength >= 0))
+      throw_invalid_argument("tree_lora", concat("regulariser strengths must be >= 0, got reference ", config_.reference_strength,
+                                                 " and pull ", config_.pull_strength));
   }
 
   std::string name() const {
@@ -200,8 +202,8 @@ class tree_lora {
   }
 
   void reference_step(const training_context& c) {
-    if (config_.regularization <= 0) return;  // the released loop does all of this only when reg > 0
-    const double reg_t = config_.regularization * double(c.step) / double(c.steps_per_epoch);  // ramp
+    if (config_.reference_strength <= 0) return;  // the released loop does all of this only when reg > 0
+    const double reg_t = config_.reference_strength * double(c.step) / double(c.steps_per_epoch);  // ramp
     stack(false);                                                                                // X = A values
     axpy<B>(static_cast<scalar_type>(double(modules_) / double(c.steps_per_epoch)), stacked_, current_);  // cur += L X / T
     if (c.task == 0) return;
@@ -234,8 +236,8 @@ class tree_lora {
     have_scores_ = true;
     double pull = 0;
     for (double xi : bandit_->losses()) pull += xi;
-    last_regulariser_ = config_.regularization * pull;  // lambda sum_l || g_n(t)_l - g_k_l ||_1
-    if (config_.regularization == 0) return;
+    last_regulariser_ = config_.pull_strength * pull;  // lambda sum_l || g_n(t)_l - g_k_l ||_1
+    if (config_.pull_strength == 0) return;
     for (index_t l = 0; l < modules_; ++l) {
       const auto& a = adapters_[std::size_t(l)];
       const index_t entry = selection_[std::size_t(l)], na = a.a->numel(), nb = a.b->numel();
@@ -260,7 +262,7 @@ class tree_lora {
     backend_->copy(current, scratch_.data(), n);
     backend_->axpy(n, scalar_type(-1), target, scratch_.data());
     backend_->map(unary_function::sign, n, scratch_.data(), scratch_.data());
-    backend_->axpy(n, static_cast<scalar_type>(config_.regularization), scratch_.data(), gradient);
+    backend_->axpy(n, static_cast<scalar_type>(config_.pull_strength), scratch_.data(), gradient);
   }
 
   const scalar_type* stored_row(index_t task, index_t module) const {
