@@ -1,0 +1,110 @@
+// GPM / DualGPM memory against closed forms: the energy rule on a matrix with known singular values, the threshold
+// schedule, the DualGPM switch keeping the same subspace, the covariance path equal to the representation path, and
+// the backend projector removing the old subspace exactly.
+#include "test_support.hpp"
+
+#include "treelora/memory/gpm.hpp"
+
+using namespace treelora;
+using matrix = Eigen::MatrixXd;
+
+namespace {
+/// An orthonormal [d, k] basis from a seeded Gaussian matrix.
+matrix random_orthonormal(index_t d, index_t k, unsigned seed) {
+  std::srand(seed);
+  const matrix g = matrix::Random(d, k);
+  Eigen::HouseholderQR<matrix> qr(g);
+  return qr.householderQ() * matrix::Identity(d, k);
+}
+double projector_error(const matrix& a, const matrix& b) { return (a * a.transpose() - b * b.transpose()).norm(); }
+}  // namespace
+
+TEST_CASE("threshold schedule eps_t = eps_b + (1 - eps_b) t / T") {
+  CHECK(gpm_threshold(0, 5) == doctest::Approx(0.95));
+  CHECK(gpm_threshold(4, 5, 0.9) == doctest::Approx(0.9 + 0.1 * 4 / 5));
+  CHECK_THROWS_AS(gpm_threshold(5, 5), std::invalid_argument);
+}
+
+TEST_CASE("energy rule keeps the fewest directions reaching eps ||R||^2") {
+  // R = Q diag(s) V^T with s^2 = 50, 30, 15, 4, 1 (total 100).
+  const index_t d = 12;
+  const matrix q = random_orthonormal(d, 5, 1), v = random_orthonormal(20, 5, 2);
+  Eigen::VectorXd s(5);
+  s << std::sqrt(50.0), std::sqrt(30.0), std::sqrt(15.0), 2.0, 1.0;
+  const matrix r = q * s.asDiagonal() * v.transpose();
+  for (auto [eps, expected] : std::vector<std::pair<double, index_t>>{{0.49, 1}, {0.79, 2}, {0.94, 3}, {0.96, 4}, {1.0, 5}}) {
+    gpm_memory memory(d, {.dual = false});
+    CHECK(memory.update(r, eps) == expected);
+    CHECK(projector_error(memory.basis(), q.leftCols(expected)) < 1e-10);
+  }
+  // Captured energy counts: after keeping the first direction, eps 0.79 needs only one more.
+  gpm_memory memory(d, {.dual = false});
+  memory.update(q.col(0) * s(0) * v.col(0).transpose(), 0.9);
+  CHECK(memory.rank() == 1);
+  CHECK(memory.update(r, 0.79) == 1);
+  CHECK(projector_error(memory.basis(), q.leftCols(2)) < 1e-10);
+  CHECK(memory.update(r, 0.5) == 0);  // already captured
+  gpm_memory capped(d, {.max_new_bases = 2});
+  CHECK(capped.update(r, 1.0) == 2);
+}
+
+TEST_CASE("covariance path equals the representation path; the InfLoRA quirk squares the spectrum") {
+  const index_t d = 10;
+  std::srand(7);
+  const matrix r = matrix::Random(d, 40);
+  gpm_memory a(d), b(d);
+  a.update(r, 0.9);
+  b.update_from_covariance(r * r.transpose(), 0.9);
+  CHECK(a.rank() == b.rank());
+  CHECK(projector_error(a.basis(), b.basis()) < 1e-8);
+  gpm_memory quirk(d, {.rule = energy_rule::covariance_spectrum});
+  quirk.update_from_covariance(r * r.transpose(), 0.9);
+  CHECK(quirk.rank() <= a.rank());  // squared spectrum concentrates the energy
+}
+
+TEST_CASE("DualGPM switches to the complement past d/2 and keeps the same subspace") {
+  const index_t d = 8;
+  const matrix q = random_orthonormal(d, d, 3);
+  gpm_memory plain(d, {.dual = false}), dual(d, {.dual = true});
+  for (index_t task = 0; task < 3; ++task) {
+    const matrix r = q.middleCols(task * 2, 2) * matrix::Random(2, 6) * 5.0;  // two new directions per task
+    plain.update(r, 0.999);
+    dual.update(r, 0.999);
+    CHECK(plain.rank() == 2 * (task + 1));
+    CHECK(dual.rank() == plain.rank());
+    CHECK(projector_error(plain.basis(), dual.basis()) < 1e-9);
+    CHECK(projector_error(dual.last_added(), plain.last_added()) < 1e-9);
+  }
+  CHECK(dual.stores_complement());
+  CHECK(dual.stored().cols() == 2);
+  CHECK(!plain.stores_complement());
+  // (I - M M^T) x in both storages
+  const matrix x = matrix::Random(d, 3);
+  CHECK((plain.project_out(x) - dual.project_out(x)).norm() < 1e-9);
+  CHECK((plain.basis().transpose() * dual.project_out(x)).norm() < 1e-9);
+}
+
+TEST_CASE_TEMPLATE("the backend projector removes the old subspace: g (I - M M^T) M = 0 and g M_perp unchanged", B,
+                   TREELORA_TEST_BACKENDS) {
+  B backend;
+  const index_t d = 9, out = 4;
+  for (bool dual : {false, true}) {
+    gpm_memory memory(d, {.dual = dual});
+    const matrix q = random_orthonormal(d, d, 11);
+    memory.update(q.leftCols(6) * matrix::Random(6, 30), 1.0);
+    REQUIRE(memory.rank() == 6);
+    CHECK(memory.stores_complement() == dual);
+    auto g = treelora::testing::random_tensor(backend, shape{out, d}, 5);
+    const auto before = g.to_host();
+    gpm_projector<B> projector(backend, memory);
+    projector.project_out(g);
+    const auto after = g.to_host();
+    matrix gb(out, d), ga(out, d);
+    for (index_t i = 0; i < out; ++i)
+      for (index_t j = 0; j < d; ++j) gb(i, j) = before[std::size_t(i * d + j)], ga(i, j) = after[std::size_t(i * d + j)];
+    const matrix m = memory.basis();
+    const matrix expected = gb - gb * m * m.transpose();  // closed form
+    CHECK((ga - expected).norm() / gb.norm() < 50 * treelora::testing::tolerance_v<B>);
+    CHECK((ga * m).norm() / gb.norm() < 50 * treelora::testing::tolerance_v<B>);
+  }
+}
