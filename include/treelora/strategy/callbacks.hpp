@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <unistd.h>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -15,10 +16,12 @@
 
 namespace treelora {
 
-/// A one-line progress bar on stderr: task, epoch, step, running loss, steps per second.
+/// A one-line progress bar on stderr: task, epoch, step, running loss, steps per second. On a terminal it redraws
+/// in place every 10 steps; into a file or a CI log it writes one line per epoch.
 class progress_bar {
  public:
-  explicit progress_bar(std::string label = "", std::FILE* out = stderr) : label_(std::move(label)), out_(out) {}
+  explicit progress_bar(std::string label = "", std::FILE* out = stderr)
+      : label_(std::move(label)), out_(out), terminal_(::isatty(::fileno(out)) != 0) {}
   void on_task_begin(const training_context&) {
     start_ = std::chrono::steady_clock::now();
     running_loss_ = 0;
@@ -28,13 +31,14 @@ class progress_bar {
     running_loss_ += c.loss;
     ++seen_;
     const bool last = c.step + 1 == c.steps_per_epoch;
-    if (c.step % 10 != 0 && !last) return;
+    if (!last && (!terminal_ || c.step % 10 != 0)) return;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     const int width = 24, filled = static_cast<int>(width * (c.step + 1) / std::max<index_t>(1, c.steps_per_epoch));
-    std::fprintf(out_, "\r%s task %lld/%lld epoch %lld/%lld [%.*s%*s] loss %.4f reg %.4f %.1f steps/s   ",
+    std::fprintf(out_, terminal_ ? "\r%s task" : "%s task %lld/%lld epoch %lld/%lld [%.*s%*s] loss %.4f reg %.4f %.1f steps/s   ",
                  label_.c_str(), (long long)c.task + 1, (long long)c.tasks, (long long)c.epoch + 1, (long long)c.epochs,
                  filled, "########################", width - filled, "", running_loss_ / double(seen_), regulariser,
                  elapsed > 0 ? double(seen_) / elapsed : 0.0);
+    if (!terminal_) std::fprintf(out_, "\n");
     if (last) {
       running_loss_ = 0;
       seen_ = 0;
@@ -42,11 +46,14 @@ class progress_bar {
     }
     std::fflush(out_);
   }
-  void on_task_end(const training_context&, double) { std::fprintf(out_, "\n"); }
+  void on_task_end(const training_context&, double) {
+    if (terminal_) std::fprintf(out_, "\n");
+  }
 
  private:
   std::string label_;
   std::FILE* out_;
+  bool terminal_;
   std::chrono::steady_clock::time_point start_{};
   double running_loss_ = 0;
   long long seen_ = 0;

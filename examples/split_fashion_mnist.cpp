@@ -1,0 +1,421 @@
+// split_fashion_mnist: the main job. A small ViT, pre-trained on Fashion-MNIST images WITHOUT their labels
+// (rotation prediction, cached), learns Split Fashion-MNIST (5 tasks x 2 classes) with LoRA on q and v; every
+// continual-learning method runs over the same seeds and is scored task-incrementally and class-incrementally.
+//
+//   split_fashion_mnist [--quick | --full] [--out DIR] [--methods A,B] [--seeds 0,1,2] [--help for every option]
+//
+// Writes DIR/results.json (one row per method x protocol x seed, with the configuration used), DIR/results.csv,
+// DIR/heatmap_<method>_<protocol>.svg, DIR/accuracy_after_each_task_<protocol>.svg, DIR/tree_<method>.svg/.dot.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <treelora/io/json.hpp>
+#include <treelora/io/svg.hpp>
+#include <treelora/treelora.hpp>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+using namespace treelora;
+using F = cpu_backend<float>;
+
+namespace {
+
+// ------------------------------------------------------------------------------------------------- options
+struct options {
+  std::string out = "out";
+  std::string data = std::string(fashion_mnist_directory);
+  std::string cache = "treelora-cache";
+  std::vector<std::string> methods = {"SeqLoRA", "TreeLoRA-reference", "TreeLoRA-paper", "Joint"};
+  std::vector<std::uint64_t> seeds = {0, 1, 2};
+  bool shuffled_order = false;  // class order: 0..9 (false) or shuffled with the seed
+  index_t train_per_class = 1200, test_per_class = 500;
+  index_t epochs = 2, batch = 64, threads = 2;
+  double learning_rate = 1e-3;
+  index_t patch = 7, width = 64, depth = 4, heads = 4;
+  double mlp_ratio = 2.0;
+  index_t rank = 8;
+  double alpha = 16;
+  double reference_strength = 0.5, pull_strength = 1e-2;
+  index_t pretrain_epochs = 3, pretrain_images = 20000;
+  std::string preset = "default";
+};
+
+const char* usage =
+    "usage: split_fashion_mnist [options]\n"
+    "  --quick | --full          smoke run (under a minute) | the paper-sized protocol (all data, 3 seeds)\n"
+    "  --out DIR                 output folder (default out)\n"
+    "  --data DIR                Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)\n"
+    "  --cache DIR               where the pre-trained backbone is cached (default treelora-cache)\n"
+    "  --methods A,B,...         of SeqLoRA, TreeLoRA-reference, TreeLoRA-paper, Joint, InfLoRA, O-LoRA, DualLoRA\n"
+    "  --seeds 0,1,2             seeds (the same for every method)\n"
+    "  --shuffled-order          shuffle the class order with the seed (default: 0..9)\n"
+    "  --train-per-class N       training images per class, 0 = all 6000 (default 1200)\n"
+    "  --test-per-class N        test images per class, 0 = all 1000 (default 500)\n"
+    "  --epochs N --batch N --lr X --threads N\n"
+    "  --patch N --width N --depth N --heads N --mlp-ratio X      the ViT\n"
+    "  --rank N --alpha X                                         LoRA on q and v\n"
+    "  --reference-strength X    TreeLoRA reference reg (0.5)\n"
+    "  --pull-strength X         TreeLoRA paper lambda (0.01)\n"
+    "  --pretrain-epochs N --pretrain-images N                    rotation pre-training\n";
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+options parse(int argc, char** argv) {
+  options o;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  // presets first, so explicit options override them
+  for (const auto& a : args)
+    if (a == "--quick") {
+      o.preset = "quick";
+      o.train_per_class = 150, o.test_per_class = 100, o.epochs = 1, o.batch = 32, o.seeds = {0};
+      o.width = 32, o.depth = 2, o.heads = 2, o.pretrain_epochs = 1, o.pretrain_images = 2000;
+    } else if (a == "--full") {
+      o.preset = "full";
+      o.train_per_class = 0, o.test_per_class = 0, o.pretrain_images = 0;
+    }
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    std::string key = args[i], value;
+    if (key == "--quick" || key == "--full") continue;
+    if (key == "--help" || key == "-h") {
+      std::cout << usage;
+      std::exit(0);
+    }
+    if (key == "--shuffled-order") {
+      o.shuffled_order = true;
+      continue;
+    }
+    if (const auto eq = key.find('='); eq != std::string::npos) {
+      value = key.substr(eq + 1);
+      key = key.substr(0, eq);
+    } else if (i + 1 < args.size()) {
+      value = args[++i];
+    } else {
+      throw_invalid_argument("split_fashion_mnist", concat("option ", key, " needs a value\n", usage));
+    }
+    const auto integer = [&] {
+      std::size_t used = 0;
+      const long long v = std::stoll(value, &used);
+      if (used != value.size()) throw_invalid_argument("split_fashion_mnist", concat(key, " expects an integer, got '", value, "'"));
+      return static_cast<index_t>(v);
+    };
+    const auto real = [&] {
+      std::size_t used = 0;
+      const double v = std::stod(value, &used);
+      if (used != value.size()) throw_invalid_argument("split_fashion_mnist", concat(key, " expects a number, got '", value, "'"));
+      return v;
+    };
+    if (key == "--out") o.out = value;
+    else if (key == "--data") o.data = value;
+    else if (key == "--cache") o.cache = value;
+    else if (key == "--methods") o.methods = split_list(value);
+    else if (key == "--seeds") {
+      o.seeds.clear();
+      for (const auto& s : split_list(value)) o.seeds.push_back(std::stoull(s));
+    } else if (key == "--train-per-class") o.train_per_class = integer();
+    else if (key == "--test-per-class") o.test_per_class = integer();
+    else if (key == "--epochs") o.epochs = integer();
+    else if (key == "--batch") o.batch = integer();
+    else if (key == "--threads") o.threads = integer();
+    else if (key == "--lr") o.learning_rate = real();
+    else if (key == "--patch") o.patch = integer();
+    else if (key == "--width") o.width = integer();
+    else if (key == "--depth") o.depth = integer();
+    else if (key == "--heads") o.heads = integer();
+    else if (key == "--mlp-ratio") o.mlp_ratio = real();
+    else if (key == "--rank") o.rank = integer();
+    else if (key == "--alpha") o.alpha = real();
+    else if (key == "--reference-strength") o.reference_strength = real();
+    else if (key == "--pull-strength") o.pull_strength = real();
+    else if (key == "--pretrain-epochs") o.pretrain_epochs = integer();
+    else if (key == "--pretrain-images") o.pretrain_images = integer();
+    else throw_invalid_argument("split_fashion_mnist", concat("unknown option ", key, "\n", usage));
+  }
+  if (o.seeds.empty() || o.methods.empty()) throw_invalid_argument("split_fashion_mnist", "needs at least one seed and one method");
+  if (o.epochs <= 0 || o.batch <= 0 || o.threads <= 0)
+    throw_invalid_argument("split_fashion_mnist", concat("epochs ", o.epochs, ", batch ", o.batch, ", threads ", o.threads, " must be positive"));
+  return o;
+}
+
+json::object config_json(const options& o) {
+  json::object c;
+  std::vector<std::string> methods, seeds;
+  for (const auto& m : o.methods) methods.push_back(json::quote(m));
+  for (auto s : o.seeds) seeds.push_back(json::number(double(s)));
+  c.add_string("preset", o.preset).add("methods", json::array(methods)).add("seeds", json::array(seeds))
+      .add_bool("shuffled_order", o.shuffled_order).add_number("train_per_class", double(o.train_per_class))
+      .add_number("test_per_class", double(o.test_per_class)).add_number("epochs", double(o.epochs))
+      .add_number("batch", double(o.batch)).add_number("learning_rate", o.learning_rate).add_number("threads", double(o.threads))
+      .add_number("patch", double(o.patch)).add_number("width", double(o.width)).add_number("depth", double(o.depth))
+      .add_number("heads", double(o.heads)).add_number("mlp_ratio", o.mlp_ratio).add_number("lora_rank", double(o.rank))
+      .add_number("lora_alpha", o.alpha).add_string("lora_targets", "q,v")
+      .add_number("reference_strength", o.reference_strength).add_number("pull_strength", o.pull_strength)
+      .add_number("pretrain_epochs", double(o.pretrain_epochs)).add_number("pretrain_images", double(o.pretrain_images));
+  return c;
+}
+
+vit_config model_config(const options& o, std::uint64_t seed) {
+  vit_config c;
+  c.patch_size = o.patch, c.width = o.width, c.depth = o.depth, c.heads = o.heads, c.mlp_ratio = o.mlp_ratio;
+  c.classes = 10, c.lora_rank = o.rank, c.lora_alpha = o.alpha, c.seed = seed;
+  c.validate();
+  return c;
+}
+
+// ------------------------------------------------------------------------------------------------- one run
+struct run_record {
+  std::string method;
+  std::uint64_t seed;
+  run_result result;
+  std::vector<tree_node> tree;  // the learned task tree (TreeLoRA), for the plots
+};
+
+/// Trains a fresh model (pre-trained backbone, new head and adapters) with `method` on `stream`.
+run_record run_method(const std::string& method, const options& o, std::uint64_t seed, const task_stream& stream,
+                      const std::vector<host_parameter>& backbone) {
+  F backend;
+  vit<F> model(backend, model_config(o, seed));
+  model.load_backbone_state(backbone);
+  const auto optimizer = [&](parameter_list<F> p) { return adam<F>(std::move(p), {.learning_rate = o.learning_rate}); };
+  const runner_options run{.epochs_per_task = o.epochs, .batch_size = o.batch, .seed = seed};
+  progress_bar progress(concat("[", method, " seed ", seed, "]"));
+  run_record record{method, seed, run_result{method, accuracy_matrix(0), accuracy_matrix(0), accuracy_matrix(0)}, {}};
+  // ---- methods ----
+  if (method == "SeqLoRA") {
+    seq_lora strategy;
+    record.result = run_stream(model, stream, strategy, optimizer, run, progress);
+  } else if (method == "Joint") {
+    seq_lora strategy;
+    record.result = run_joint(model, stream, strategy, optimizer, run, progress);
+  } else if (method == "TreeLoRA-reference") {
+    tree_lora_reference<F> strategy({.reference_strength = o.reference_strength, .seed = seed});
+    record.result = run_stream(model, stream, strategy, optimizer, run, progress);
+    record.tree = strategy.tree().nodes();
+  } else if (method == "TreeLoRA-paper") {
+    const index_t modules = static_cast<index_t>(model.adapters().size());
+    tree_lora_paper<F> strategy({.mode = tree_lora_mode::paper, .pull_strength = o.pull_strength,
+                                 .tree = {.max_depth = std::min<index_t>(5, modules)}, .seed = seed});
+    record.result = run_stream(model, stream, strategy, optimizer, run, progress);
+    record.tree = strategy.tree().nodes();
+  } else {
+    throw_invalid_argument("split_fashion_mnist", concat("unknown method '", method, "'\n", usage));
+  }
+  // ---- end of methods ----
+  record.result.method = method;
+  return record;
+}
+
+// ------------------------------------------------------------------------------------------------- reporting
+struct protocol_view {
+  const char* name;
+  const accuracy_matrix& (*matrix)(const run_result&);
+};
+const protocol_view protocols[] = {
+    {"task-IL", [](const run_result& r) -> const accuracy_matrix& { return r.task_il; }},
+    {"class-IL", [](const run_result& r) -> const accuracy_matrix& { return r.class_il; }},
+};
+
+double safe(const std::function<double()>& f) {
+  try {
+    return f();
+  } catch (const std::invalid_argument&) {
+    return std::nan("");
+  }
+}
+
+std::vector<double> matrix_values(const accuracy_matrix& m) {
+  std::vector<double> v;
+  for (index_t i = 0; i < m.tasks(); ++i)
+    for (index_t j = 0; j < m.tasks(); ++j) v.push_back(m(i, j));
+  return v;
+}
+
+/// Mean accuracy over the tasks seen so far, after each task (NaN where a row is not measured, as for Joint).
+std::vector<double> accuracy_after_each_task(const accuracy_matrix& m) {
+  std::vector<double> out;
+  for (index_t i = 0; i < m.tasks(); ++i) {
+    double s = 0;
+    for (index_t j = 0; j <= i; ++j) s += m(i, j);
+    out.push_back(s / double(i + 1));
+  }
+  return out;
+}
+
+double mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return s / double(v.size());
+}
+double stddev(const std::vector<double>& v) {
+  if (v.size() < 2) return 0;
+  const double m = mean(v);
+  double s = 0;
+  for (double x : v) s += (x - m) * (x - m);
+  return std::sqrt(s / double(v.size() - 1));
+}
+
+void write_reports(const options& o, const std::vector<run_record>& records) {
+  namespace fs = std::filesystem;
+  const fs::path out = o.out;
+  const std::string config = config_json(o).str("    ");
+  std::vector<std::string> rows;
+  std::ofstream csv(out / "results.csv");
+  csv << "method,protocol,seed,acc,aia,bwt,bwt_released,forgetting,fwt,task_identity,seconds,peak_bytes,"
+         "trainable_parameters,state_bytes\n";
+  for (const auto& r : records)
+    for (const auto& p : protocols) {
+      const auto& m = p.matrix(r.result);
+      const bool task_il = std::string(p.name) == "task-IL";
+      const double acc = final_average_accuracy(m), aia = safe([&] { return average_incremental_accuracy(m); });
+      const double bwt = safe([&] { return backward_transfer(m); }), bwt_r = safe([&] { return backward_transfer_released(m); });
+      const double fgt = safe([&] { return forgetting(m); });
+      const double fwt = task_il ? safe([&] { return forward_transfer(m, r.result.before); }) : std::nan("");
+      const double identity = task_il ? std::nan("") : final_average_accuracy(r.result.task_identity);
+      const double peak = r.result.peak_bytes.empty() ? 0 : double(r.result.peak_bytes.back());
+      const double state = r.result.state_bytes.empty() ? 0 : double(r.result.state_bytes.back());
+      json::object row;
+      row.add_string("method", r.method).add_string("protocol", p.name).add_number("seed", double(r.seed))
+          .add_number("acc", acc).add_number("aia", aia).add_number("bwt", bwt).add_number("bwt_released", bwt_r)
+          .add_number("forgetting", fgt).add_number("fwt", fwt).add_number("task_identity", identity)
+          .add_number("seconds", r.result.seconds).add_number("peak_bytes", peak)
+          .add_number("trainable_parameters", double(r.result.trainable_parameters)).add_number("state_bytes", state)
+          .add_number("steps", double(r.result.steps)).add("train_seconds_per_task", json::numbers(r.result.train_seconds))
+          .add("matrix", json::numbers(matrix_values(m))).add("config", config);
+      rows.push_back(row.str("  "));
+      csv << r.method << ',' << p.name << ',' << r.seed << ',' << json::number(acc) << ',' << json::number(aia) << ','
+          << json::number(bwt) << ',' << json::number(bwt_r) << ',' << json::number(fgt) << ',' << json::number(fwt) << ','
+          << json::number(identity) << ',' << r.result.seconds << ',' << peak << ',' << r.result.trainable_parameters << ','
+          << state << '\n';
+    }
+  std::ofstream(out / "results.json") << json::array(rows, ",\n") << "\n";
+
+  // Plots: mean matrices per method and protocol, accuracy after each task, learned trees.
+  std::map<std::string, std::vector<const run_record*>> by_method;
+  for (const auto& r : records) by_method[r.method].push_back(&r);
+  for (const auto& p : protocols) {
+    std::vector<svg::series> lines;
+    for (const auto& [method, runs] : by_method) {
+      const index_t tasks = p.matrix(runs[0]->result).tasks();
+      std::vector<double> sum(std::size_t(tasks * tasks), 0.0), curve(std::size_t(tasks), 0.0);
+      for (const auto* r : runs) {
+        const auto v = matrix_values(p.matrix(r->result));
+        const auto c = accuracy_after_each_task(p.matrix(r->result));
+        for (std::size_t i = 0; i < v.size(); ++i) sum[i] += v[i] / double(runs.size());
+        for (std::size_t i = 0; i < c.size(); ++i) curve[i] += c[i] / double(runs.size());
+      }
+      std::ofstream heat(out / ("heatmap_" + method + "_" + p.name + ".svg"));
+      svg::heat_map(heat, sum, std::size_t(tasks), std::size_t(tasks),
+                    concat(method, " ", p.name, ": accuracy (%) after task i on task j, mean of ", runs.size(), " seeds"),
+                    "after T", "T");
+      std::vector<double> x(static_cast<std::size_t>(tasks));
+      for (index_t i = 0; i < tasks; ++i) x[std::size_t(i)] = double(i + 1);
+      for (auto& v : curve) v *= 100;
+      lines.push_back({method, x, curve});
+    }
+    std::ofstream chart(out / (std::string("accuracy_after_each_task_") + p.name + ".svg"));
+    svg::line_chart(chart, lines, {.title = concat("Split Fashion-MNIST, ", p.name, ": mean accuracy on the tasks seen so far"),
+                                   .x_label = "tasks learned", .y_label = "accuracy (%)"});
+  }
+  for (const auto& [method, runs] : by_method)
+    if (!runs[0]->tree.empty()) {
+      std::ofstream tree(out / ("tree_" + method + ".svg"));
+      svg::tree_diagram(tree, runs[0]->tree, concat(method, ": the learned task tree (seed ", runs[0]->seed, ")"));
+    }
+}
+
+void print_summary(const std::vector<run_record>& records) {
+  std::map<std::pair<std::string, std::string>, std::vector<const run_record*>> groups;
+  std::vector<std::string> order;
+  for (const auto& r : records) {
+    if (std::find(order.begin(), order.end(), r.method) == order.end()) order.push_back(r.method);
+    for (const auto& p : protocols) groups[{r.method, p.name}].push_back(&r);
+  }
+  std::printf("\n%-20s %-9s %15s %15s %15s %9s %8s %9s\n", "method", "protocol", "ACC %", "BWT %", "forgetting %",
+              "seconds", "peak MB", "params");
+  for (const auto& method : order)
+    for (const auto& p : protocols) {
+      std::vector<double> acc, bwt, fgt, sec;
+      double peak = 0, params = 0;
+      for (const auto* r : groups[{method, p.name}]) {
+        const auto& m = p.matrix(r->result);
+        acc.push_back(100 * final_average_accuracy(m));
+        bwt.push_back(100 * safe([&] { return backward_transfer(m); }));
+        fgt.push_back(100 * safe([&] { return forgetting(m); }));
+        sec.push_back(r->result.seconds);
+        peak = std::max(peak, r->result.peak_bytes.empty() ? 0.0 : double(r->result.peak_bytes.back()) / 1048576.0);
+        params = double(r->result.trainable_parameters);
+      }
+      const auto cell = [](const std::vector<double>& v) {
+        char b[32];
+        if (std::isnan(v[0])) std::snprintf(b, sizeof b, "-");
+        else std::snprintf(b, sizeof b, "%.2f +- %.2f", mean(v), stddev(v));
+        return std::string(b);
+      };
+      std::printf("%-20s %-9s %15s %15s %15s %9.1f %8.0f %9.0f\n", method.c_str(), p.name, cell(acc).c_str(),
+                  cell(bwt).c_str(), cell(fgt).c_str(), mean(sec), peak, params);
+    }
+  std::printf("ACC: mean final accuracy over tasks; BWT: paper sign (forgetting positive); mean +- std over seeds.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const options o = parse(argc, argv);
+#if defined(_OPENMP)
+  omp_set_num_threads(static_cast<int>(o.threads));
+#endif
+  std::filesystem::create_directories(o.out);
+  std::filesystem::create_directories(o.cache);
+  std::fprintf(stderr, "treelora %d.%d.%d: Split Fashion-MNIST (%s preset), methods:", version_major, version_minor,
+               version_patch, o.preset.c_str());
+  for (const auto& m : o.methods) std::fprintf(stderr, " %s", m.c_str());
+  std::fprintf(stderr, "\n");
+
+  const auto data = load_fashion_mnist(o.data);
+  // Offline initialisation: rotation prediction on the training images; the labels are never read.
+  labelled_set unlabelled{data.train.example_shape, data.train.features, {}};
+  unlabelled.labels.assign(data.train.labels.size(), 0);
+  const vit_config backbone_config = model_config(o, 1000);
+  const auto cache = std::filesystem::path(o.cache) /
+                     concat("vit-backbone-w", o.width, "-d", o.depth, "-p", o.patch, "-h", o.heads, ".bin");
+  const auto backbone = load_or_pretrain(cache, backbone_config, unlabelled,
+                                         {.epochs = o.pretrain_epochs, .max_images = o.pretrain_images, .seed = 1000});
+
+  std::vector<run_record> records;
+  for (const std::uint64_t seed : o.seeds) {
+    split_options split{.train_per_class = o.train_per_class, .test_per_class = o.test_per_class, .subsample_seed = seed};
+    if (o.shuffled_order) split.shuffle_seed = seed;
+    const task_stream stream = split_fashion_mnist(data, split);
+    for (const auto& method : o.methods) {
+      records.push_back(run_method(method, o, seed, stream, backbone));
+      const auto& r = records.back().result;
+      std::printf("\n%s, seed %llu, task-IL accuracy (%%) after task i (rows) on task j (columns):\n%s", method.c_str(),
+                  (unsigned long long)seed, r.task_il.to_table().c_str());
+      if (method != "Joint")
+        std::printf("class-IL:\n%s", r.class_il.to_table().c_str());
+      std::fflush(stdout);
+    }
+  }
+  print_summary(records);
+  write_reports(o, records);
+  std::printf("wrote %s/results.json, results.csv and SVG plots\n", o.out.c_str());
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "split_fashion_mnist: %s\n", e.what());
+  return 1;
+}
