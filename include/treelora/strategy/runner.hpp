@@ -124,6 +124,30 @@ evaluation evaluate(M& model, const labelled_set& set, std::span<const index_t> 
   return {double(task_correct) / total, double(class_correct) / total, double(inside) / total};
 }
 
+/// One training step, exactly as the runner takes it: zero the gradients, (strategy.before_backward), forward,
+/// cross-entropy on `classes` (all when empty), backward, strategy.after_backward, clipping, then the strategy's
+/// update (or optimizer.step()). Sets context.loss; returns the strategy's regulariser value. `logits_gradient` is
+/// scratch that keeps its memory between steps.
+template <Model M, class S, class Optimizer>
+  requires Strategy<S, M>
+double train_step(M& model, S& strategy, Optimizer& optimizer, const parameter_list<typename M::backend_type>& params,
+                  const_tensor_view<typename M::backend_type> x, std::span<const index_t> labels,
+                  std::span<const index_t> classes, training_context& context,
+                  tensor<typename M::backend_type>& logits_gradient, double clip_norm = 0) {
+  using B = typename M::backend_type;
+  zero_gradients(params);
+  if constexpr (requires { strategy.before_backward(model, context); }) strategy.before_backward(model, context);
+  const auto logits = model.forward(x);
+  logits_gradient.resize(model.backend(), logits.shape());
+  context.loss = cross_entropy_loss<B>(logits, labels, logits_gradient, classes);
+  model.backward(logits_gradient);
+  const double regulariser = strategy.after_backward(model, context);
+  if (clip_norm > 0) clip_gradient_norm(params, clip_norm);
+  if constexpr (requires { strategy.update(model, optimizer, context); }) strategy.update(model, optimizer, context);
+  else optimizer.step();
+  return regulariser;
+}
+
 /// Trains `model` on every task of `stream` in order with `strategy`; `make_optimizer(parameter_list)` builds
 /// a fresh optimiser per task. Callbacks are optional observers (strategy/callbacks.hpp).
 template <Model M, class S, class OptimizerFactory, class... Callbacks>
@@ -173,16 +197,8 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
         const index_t first = t * options.batch_size, count = std::min(options.batch_size, task.train.size() - first);
         detail::load_batch(task.train, std::span<const index_t>(order).subspan(std::size_t(first), std::size_t(count)), x,
                            labels, staging, backend);
-        zero_gradients(params);
-        if constexpr (requires { strategy.before_backward(model, context); }) strategy.before_backward(model, context);
-        const auto logits = model.forward(x);
-        logits_gradient.resize(backend, logits.shape());
-        context.loss = cross_entropy_loss<B>(logits, labels, logits_gradient, train_classes);
-        model.backward(logits_gradient);
-        [[maybe_unused]] const double regulariser = strategy.after_backward(model, context);
-        if (options.clip_norm > 0) clip_gradient_norm(params, options.clip_norm);
-        if constexpr (requires { strategy.update(model, optimizer, context); }) strategy.update(model, optimizer, context);
-        else optimizer.step();
+        [[maybe_unused]] const double regulariser =
+            train_step(model, strategy, optimizer, params, x, labels, train_classes, context, logits_gradient, options.clip_norm);
         (detail::notify_step(callbacks, context, regulariser), ...);
         ++context.global_step;
         ++result.steps;

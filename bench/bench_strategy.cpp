@@ -1,0 +1,147 @@
+// bench_strategy: what TreeLoRA costs on top of sequential LoRA, what each sparse rule saves, and one ViT training
+// step at the demo size and at ViT-B/16 layer sizes. Each ratio is timed interleaved in the same benchmark (medians).
+// The strategies have already finished 4 tasks, so the tree, the bandit and the regulariser all do their work.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include <treelora/treelora.hpp>
+
+using namespace treelora;
+using F = cpu_backend<float>;
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+/// Times after_backward (the tree, the bandit and the regulariser) inside the step.
+template <class S>
+struct timed : S {
+  using S::S;
+  double seconds = 0;
+  template <class M>
+  double after_backward(M& model, const training_context& c) {
+    const double start = now();
+    const double value = S::after_backward(model, c);
+    seconds += now() - start;
+    return value;
+  }
+};
+
+vit_config demo_config() {
+  vit_config c;  // 28 x 28, patch 7, width 64, depth 4, heads 4 (the main job's model)
+  c.mlp_ratio = 2.0;
+  return c;
+}
+vit_config vit_b_config() {
+  vit_config c;  // ViT-B/16 layer sizes: 224 x 224 x 3, patch 16 (197 tokens), width 768, 12 heads, MLP 3072
+  c.image_height = c.image_width = 224, c.channels = 3, c.patch_size = 16, c.width = 768, c.heads = 12, c.mlp_ratio = 4.0;
+  c.depth = 1;  // one block: a 2-core machine takes seconds per step for the full depth 12 (time scales linearly)
+  return c;
+}
+
+/// A model, a strategy, an optimiser and a batch, with the strategy `previous` tasks into the stream.
+template <class S>
+struct fixture {
+  F backend;
+  vit<F> model;
+  S strategy;
+  parameter_list<F> params;
+  adam<F> optimizer;
+  tensor<F> x, logits_gradient;
+  std::vector<index_t> labels, classes = {8, 9};
+  training_context context;
+
+  fixture(const vit_config& config, index_t batch, S s, index_t previous = 4)
+      : model(backend, config), strategy(std::move(s)), params(parameters(model)), optimizer(params, {}),
+        x(backend, shape{batch, config.image_features()}) {
+    fill_normal<F>(x, 0, 1, 7);
+    for (index_t i = 0; i < batch; ++i) labels.push_back(8 + i % 2);
+    context = {.task = 0, .tasks = previous + 1, .epochs = 1, .steps_per_epoch = 100};
+    for (index_t task = 0; task <= previous; ++task) {
+      context.task = task;
+      strategy.begin_task(model, context);
+      strategy.begin_epoch(model, context);
+      for (index_t t = 0; t < (task < previous ? 6 : 0); ++t) step(t);
+      if (task < previous) strategy.end_task(model, context);
+    }
+  }
+  void step(index_t t) {
+    context.step = t % context.steps_per_epoch;
+    train_step(model, strategy, optimizer, params, x, labels, classes, context, logits_gradient);
+  }
+};
+
+template <class Baseline, class Candidate>
+void compare(benchmark::State& state, const vit_config& config, index_t batch, Baseline baseline, Candidate candidate) {
+  fixture<Baseline> a(config, batch, std::move(baseline));
+  fixture<Candidate> b(config, batch, std::move(candidate));
+  std::vector<double> ta, tb;
+  index_t t = 0;
+  for (auto _ : state) {
+    double start = now();
+    a.step(t);
+    ta.push_back(now() - start);
+    start = now();
+    b.step(t);
+    tb.push_back(now() - start);
+    state.SetIterationTime(tb.back());
+    ++t;
+  }
+  state.counters["baseline_ms"] = 1e3 * median(ta);
+  state.counters["candidate_ms"] = 1e3 * median(tb);
+  state.counters["ratio"] = median(tb) / median(ta);
+  if constexpr (requires { b.strategy.seconds; })
+    state.counters["selection_share"] = b.strategy.seconds / std::max(1e-12, [&] {
+      double s = 0;
+      for (double v : tb) s += v;
+      return s;
+    }());
+}
+
+void tree_lora_reference_vs_seq(benchmark::State& state) {
+  compare(state, demo_config(), 64, seq_lora(), timed<tree_lora_reference<F>>());
+}
+void tree_lora_paper_vs_seq(benchmark::State& state) {
+  compare(state, demo_config(), 64, seq_lora(), timed<tree_lora_paper<F>>(tree_lora_config{.mode = tree_lora_mode::paper}));
+}
+template <class Rule>
+void sparse_rule_vs_dense(benchmark::State& state) {
+  const tree_lora_config paper{.mode = tree_lora_mode::paper};
+  compare(state, demo_config(), 64, tree_lora_paper<F>(paper), tree_lora_paper<F, Rule>(paper));
+}
+void vit_b_tree_lora_reference_vs_seq(benchmark::State& state) {
+  compare(state, vit_b_config(), 4, seq_lora(), timed<tree_lora_reference<F>>());
+}
+
+void vit_training_step(benchmark::State& state, vit_config config, index_t batch) {
+  fixture<seq_lora> f(config, batch, seq_lora(), 0);
+  std::vector<double> times;
+  index_t t = 0;
+  for (auto _ : state) {
+    const double start = now();
+    f.step(t++);
+    times.push_back(now() - start);
+    state.SetIterationTime(times.back());
+  }
+  state.counters["step_ms"] = 1e3 * median(times);
+  state.counters["images_per_s"] = double(batch) / median(times);
+}
+
+}  // namespace
+
+BENCHMARK(tree_lora_reference_vs_seq)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK(tree_lora_paper_vs_seq)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK(sparse_rule_vs_dense<top_k_rule>)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(sparse_rule_vs_dense<soft_threshold_rule>)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(sparse_rule_vs_dense<random_mask_rule>)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(sparse_rule_vs_dense<selected_modules_rule>)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(vit_b_tree_lora_reference_vs_seq)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(6);
+BENCHMARK_CAPTURE(vit_training_step, demo_batch64, demo_config(), 64)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK_CAPTURE(vit_training_step, vit_b_layers_depth1_batch4, vit_b_config(), 4)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(6);
