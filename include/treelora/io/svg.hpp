@@ -113,7 +113,8 @@ inline void heat_map(std::ostream& out, std::span<const double> values, std::siz
   if (values.size() != rows * cols)
     throw_invalid_argument("svg::heat_map", concat(values.size(), " values for ", rows, " x ", cols));
   const double cell = 48, left = 70, top = 50;
-  const double width = left + cell * double(cols) + 20, height = top + cell * double(rows) + 40;
+  const double width = std::max(left + cell * double(cols) + 20, 20 + 7.2 * double(title.size()));
+  const double height = top + cell * double(rows) + 40;
   out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
       << "\" font-family=\"Helvetica\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
       << "<text x=\"10\" y=\"22\" font-size=\"14\">" << escape(title) << "</text>\n";
