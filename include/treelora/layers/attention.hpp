@@ -14,15 +14,16 @@
 
 namespace treelora {
 
-template <Backend B>
+template <Backend B, class F = standard_lora>
 class multi_head_attention {
  public:
   using backend_type = B;
   using scalar_type = typename B::scalar_type;
-  using projection = optional_lora_linear<B>;
+  using projection = optional_lora_linear<B, F>;
+  using targets = basic_lora_targets<typename F::config>;
 
   /// Projections are seeded from `seed`; LoRA adapters go on the targets among "q", "k", "v", "o".
-  multi_head_attention(B& backend, index_t width, index_t heads, std::uint64_t seed = 0, const lora_targets& lora = {{}, {}})
+  multi_head_attention(B& backend, index_t width, index_t heads, std::uint64_t seed = 0, const targets& lora = {{}, {}})
       : backend_(&backend),
         width_(width),
         heads_(heads),

@@ -7,14 +7,15 @@
 
 namespace treelora {
 
-template <Backend B>
+template <Backend B, class F = standard_lora>
 class mlp_block {
  public:
   using backend_type = B;
   using scalar_type = typename B::scalar_type;
-  using projection = optional_lora_linear<B>;
+  using projection = optional_lora_linear<B, F>;
+  using targets = basic_lora_targets<typename F::config>;
 
-  mlp_block(B& backend, index_t width, index_t hidden, std::uint64_t seed = 0, const lora_targets& lora = {{}, {}})
+  mlp_block(B& backend, index_t width, index_t hidden, std::uint64_t seed = 0, const targets& lora = {{}, {}})
       : fc1_(backend, width, hidden, random::mix64(seed + 5), lora.for_module("fc1", seed * 8 + 5)),
         activation_(backend),
         fc2_(backend, hidden, width, random::mix64(seed + 6), lora.for_module("fc2", seed * 8 + 6)) {}

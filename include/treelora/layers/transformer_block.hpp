@@ -22,14 +22,15 @@ struct transformer_block_options {
   std::uint64_t seed = 0;            ///< initialisation of this block's projections and adapters
 };
 
-template <Backend B>
+template <Backend B, class F = standard_lora>
 class transformer_block {
  public:
   using backend_type = B;
   using scalar_type = typename B::scalar_type;
-  using projection = optional_lora_linear<B>;
+  using projection = optional_lora_linear<B, F>;
+  using targets = basic_lora_targets<typename F::config>;
 
-  transformer_block(B& backend, const transformer_block_options& options, const lora_targets& lora = {{}, {}})
+  transformer_block(B& backend, const transformer_block_options& options, const targets& lora = {{}, {}})
       : backend_(&backend),
         norm1_(backend, options.width, options.layer_norm_epsilon),
         attention_(backend, options.width, options.heads, options.seed, lora),
@@ -40,8 +41,8 @@ class transformer_block {
 
   layer_norm<B>& norm1() { return norm1_; }
   layer_norm<B>& norm2() { return norm2_; }
-  multi_head_attention<B>& attention() { return attention_; }
-  mlp_block<B>& mlp() { return mlp_; }
+  multi_head_attention<B, F>& attention() { return attention_; }
+  mlp_block<B, F>& mlp() { return mlp_; }
 
   /// The block's projections in model order: q, k, v, o, fc1, fc2 (with their names).
   std::array<std::pair<std::string_view, projection*>, 6> projections() {
@@ -96,9 +97,9 @@ class transformer_block {
  private:
   B* backend_;
   layer_norm<B> norm1_;
-  multi_head_attention<B> attention_;
+  multi_head_attention<B, F> attention_;
   layer_norm<B> norm2_;
-  mlp_block<B> mlp_;
+  mlp_block<B, F> mlp_;
   tensor<B> residual_, output_, residual_gradient_, input_gradient_;
 };
 

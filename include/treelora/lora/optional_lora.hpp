@@ -1,8 +1,10 @@
-// treelora/lora/optional_lora.hpp: a linear projection that carries a standard LoRA adapter or not, decided at
+// treelora/lora/optional_lora.hpp: a linear projection that carries a LoRA-style adapter or not, decided at
 // construction. A transformer block is built from these so that the set of adapted modules ("q", "v", ... ) is
-// configuration, not type:  y = x W^T + b  (+ s B A dropout(x) when the adapter is present).
-// The adapter is standard_lora::adapter<B>; this class adds no LoRA maths of its own. Unlike lora_layer, the base
-// is not frozen here: the owner (the ViT) decides which parameters train.
+// configuration, not type:  y = x W^T + b  (+ the adapter's delta(x) when the adapter is present).
+// The adapter is F::adapter<B> for a Factorization F (standard_lora by default; InfLoRA, O-LoRA and DualLoRA plug in
+// the same way); this class adds no LoRA maths of its own. The adapter receives the input with its shape, so a
+// [batch, tokens, width] input tells a per-sample adapter (DualLoRA's gate) which row is each sample's CLS token.
+// Unlike lora_layer, the base is not frozen here: the owner (the ViT) decides which parameters train.
 #pragma once
 
 #include <algorithm>
@@ -19,10 +21,11 @@
 namespace treelora {
 
 /// Which modules of a transformer get adapters, and how the adapters are configured (their seed is derived
-/// per module from `lora.seed`).
-struct lora_targets {
+/// per module from `lora.seed`). Config is a factorisation's config (it needs a `seed` member).
+template <class Config>
+struct basic_lora_targets {
   std::vector<std::string> modules = {"q", "v"};  ///< any of q, k, v, o, fc1, fc2
-  standard_lora::config lora = {};
+  Config lora = {};
 
   static constexpr std::array<std::string_view, 6> known_modules = {"q", "k", "v", "o", "fc1", "fc2"};
 
@@ -40,23 +43,28 @@ struct lora_targets {
   }
 
   /// The adapter configuration of `module` with its own seed `stream`, or nothing when it is not a target.
-  std::optional<standard_lora::config> for_module(std::string_view module, std::uint64_t stream) const {
+  std::optional<Config> for_module(std::string_view module, std::uint64_t stream) const {
     if (!contains(module)) return std::nullopt;
-    standard_lora::config c = lora;
+    Config c = lora;
     c.seed = random::mix64(lora.seed ^ random::mix64(stream));
     return c;
   }
 };
 
-template <Backend B>
+/// Standard LoRA targets (what vit_config::lora() returns).
+using lora_targets = basic_lora_targets<standard_lora::config>;
+
+template <Backend B, class F = standard_lora>
+  requires Factorization<F, B>
 class optional_lora_linear {
  public:
   using backend_type = B;
   using scalar_type = typename B::scalar_type;
-  using adapter_type = standard_lora::adapter<B>;
+  using factorization = F;
+  using adapter_type = typename F::template adapter<B>;
 
   optional_lora_linear(B& backend, index_t in_features, index_t out_features, std::uint64_t seed,
-                       const std::optional<standard_lora::config>& lora, bool with_bias = true)
+                       const std::optional<typename F::config>& lora, bool with_bias = true)
       : base_(backend, in_features, out_features, with_bias, seed) {
     if (lora) adapter_.emplace(backend, in_features, out_features, *lora);
   }
@@ -77,7 +85,7 @@ class optional_lora_linear {
     if (adapter_) adapter_->set_training(training);
   }
 
-  /// y = x W^T + b (+ s B A dropout(x))
+  /// y = x W^T + b (+ delta(x))
   const_tensor_view<B> forward(const_tensor_view<B> x) {
     const_tensor_view<B> y = base_.forward(x);
     if (adapter_) adapter_->forward_add(x, writable(y));  // linear is LinearLike: its output buffer may be added to

@@ -7,12 +7,16 @@
 // Conv2d(C, width, p, stride p) weight flattened. Patchify is a gather of p-wide row segments on the backend
 // (`gather_rows`); its backward is the matching scatter. The head is shared by all classes; the engine restricts it
 // to one task's classes through the loss (cross_entropy_loss's allowed_classes).
+// The adapters follow a Factorization F (standard_lora by default; vit<B, inflora>, vit<B, olora>, vit<B, dual_lora>
+// carry the continual-learning factorisations with the same block code). Each adapter sees its projection's input
+// as [batch, tokens, width], so a per-sample adapter finds every sample's CLS row itself (no hook, no cost for LoRA).
 // With LoRA targets the base weights are frozen and only the adapters and the head train; set_backbone_trainable
 // makes the whole backbone train (pre-training), reset_head swaps the head (a 4-way rotation head, then the task head).
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "treelora/backend/cpu_backend.hpp"
@@ -72,14 +76,22 @@ struct host_parameter {
   std::vector<float> values;
 };
 
-template <Backend B>
+template <Backend B, class F = standard_lora>
 class vit {
  public:
   using backend_type = B;
   using scalar_type = typename B::scalar_type;
-  using block_type = transformer_block<B>;
+  using factorization = F;
+  using block_type = transformer_block<B, F>;
+  using adapter_type = typename F::template adapter<B>;
+  using adapter_config = typename F::config;
 
-  vit(B& backend, const vit_config& config)
+  /// Standard LoRA reads rank, alpha and dropout from `config`; another factorisation starts from its default
+  /// config with `rank = lora_rank` (when it has a rank). The adapter seed is always config.seed.
+  vit(B& backend, const vit_config& config) : vit(backend, config, default_adapter_config(config)) {}
+
+  /// The adapters configured by `adapter` (its seed is replaced by config.seed, then derived per module).
+  vit(B& backend, const vit_config& config, const adapter_config& adapter)
       : backend_(&backend),
         config_((config.validate(), config)),
         patch_embed_(backend, config.patch_features(), config.width, true, random::mix64(config.seed + 101)),
@@ -91,7 +103,8 @@ class vit {
     position_gradient_ = tensor<B>(backend, position_embedding_.shape());
     fill_normal<B>(cls_token_, 0, scalar_type(0.02), random::mix64(config.seed + 103));  // timm: N(0, 0.02)
     fill_normal<B>(position_embedding_, 0, scalar_type(0.02), random::mix64(config.seed + 104));
-    const treelora::lora_targets lora = config.lora();
+    basic_lora_targets<adapter_config> lora{config.lora_targets, adapter};
+    lora.lora.seed = config.seed;
     blocks_.reserve(static_cast<std::size_t>(config.depth));
     for (index_t i = 0; i < config.depth; ++i)
       blocks_.emplace_back(backend,
@@ -218,6 +231,16 @@ class vit {
     return out;
   }
 
+  /// The typed adapters in the same model order as adapters(): what a strategy calls for task-boundary operations
+  /// (InfLoRA's fixed A, O-LoRA's new branch, DualLoRA's bases).
+  std::vector<adapter_type*> factorized_adapters() {
+    std::vector<adapter_type*> out;
+    for (auto& block : blocks_)
+      for (auto& [name, module] : block.projections())
+        if (module->has_adapter()) out.push_back(&module->adapter());
+    return out;
+  }
+
   /// The backbone's parameters (everything but the head and the adapters) copied to the host as float.
   std::vector<host_parameter> backbone_state() {
     std::vector<host_parameter> out;
@@ -255,8 +278,18 @@ class vit {
     parameter_list<B> all, out;
     collect_parameters(all, "");
     for (auto& p : all)
-      if (!p.name.starts_with("head.") && !p.name.ends_with(".lora_a") && !p.name.ends_with(".lora_b")) out.push_back(p);
+      if (!p.name.starts_with("head.") && p.name.find(".lora_") == std::string::npos) out.push_back(p);
     return out;
+  }
+
+  static adapter_config default_adapter_config(const vit_config& config) {
+    if constexpr (std::is_same_v<adapter_config, standard_lora::config>) {
+      return config.lora().lora;
+    } else {
+      adapter_config c{};
+      if constexpr (requires { c.rank = config.lora_rank; }) c.rank = config.lora_rank;
+      return c;
+    }
   }
 
   /// Index lists of the gathers, rebuilt only when the batch size changes (no allocation once at the largest).
