@@ -1,0 +1,66 @@
+// treelora/strategy/olora.hpp: the O-LoRA strategy (Wang et al. 2023) over a model whose adapters are the olora
+// factorisation (e.g. vit<B, olora>): a new LoRA per task, earlier ones frozen and summed at inference, and
+//   loss += lambda1 sum_{modules} sum_{i<t} sum |A_i A_t^T|  (+ lambda2 sum (||A_t||_F + ||B_t||_F), off by default)
+// added in after_backward (value returned, gradients accumulated into A_t and B_t).
+#pragma once
+
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "treelora/lora/olora.hpp"
+#include "treelora/strategy/inflora.hpp"
+
+namespace treelora {
+
+struct olora_options {
+  double orthogonality = 0.5;  ///< lambda1 (O-LoRA's scripts use 0.5)
+  double l2 = 0.0;             ///< lambda2 on the new LoRA (O-LoRA's scripts use 0)
+};
+
+template <Backend B>
+class olora_strategy {
+ public:
+  explicit olora_strategy(olora_options options = {}) : options_(options) {
+    if (!(options.orthogonality >= 0) || !(options.l2 >= 0))
+      throw_invalid_argument("olora_strategy", concat("lambda1 ", options.orthogonality, " and lambda2 ", options.l2,
+                                                      " must be >= 0"));
+  }
+
+  std::string name() const { return "O-LoRA"; }
+
+  template <FactorizedModel M>
+  void begin_task(M& model, const training_context& context) {
+    static_assert(std::is_same_v<typename M::adapter_type, olora::adapter<B>>, "olora_strategy: the model's adapters must be olora");
+    adapters_ = model.factorized_adapters();  // cached: no allocation per step
+    if (adapters_.empty()) throw_invalid_argument("olora_strategy::begin_task", "the model has no O-LoRA adapters");
+    for (auto* a : adapters_) a->start_task(context.task);
+  }
+  template <Model M> void begin_epoch(M&, const training_context&) {}
+
+  template <FactorizedModel M>
+  double after_backward(M&, const training_context&) {
+    double value = 0;
+    for (auto* a : adapters_)
+      value += a->add_orthogonality_gradient(options_.orthogonality) + a->add_l2_gradient(options_.l2);
+    return value;
+  }
+
+  template <FactorizedModel M>
+  void end_task(M& model, const training_context&) {
+    state_bytes_ = 0;
+    for (auto* a : model.factorized_adapters()) {
+      a->finish_task();
+      state_bytes_ += a->state_bytes();
+    }
+  }
+
+  std::size_t state_bytes() const { return state_bytes_; }
+
+ private:
+  olora_options options_;
+  std::vector<olora::adapter<B>*> adapters_;
+  std::size_t state_bytes_ = 0;
+};
+
+}  // namespace treelora
