@@ -33,6 +33,24 @@ enum class gemm_mode {
   bf16,  ///< operands rounded to bf16 scratch copies, FP32 accumulation and output (cublasGemmEx, CUBLAS_COMPUTE_32F)
 };
 
+/// Runs the calls in its scope on `device`, restoring the previous current device afterwards (cheap when equal).
+class device_guard {
+ public:
+  explicit device_guard(int device) {
+    TREELORA_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (previous_ != device) TREELORA_CUDA_CHECK(cudaSetDevice(device));
+    else previous_ = -1;
+  }
+  ~device_guard() {
+    if (previous_ >= 0) (void)cudaSetDevice(previous_);
+  }
+  device_guard(const device_guard&) = delete;
+  device_guard& operator=(const device_guard&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
 namespace cuda_detail {
 
 /// The stream and the memory pool: shared by a context and every buffer allocated from it, and destroyed after the
@@ -40,7 +58,7 @@ namespace cuda_detail {
 class stream_resources {
  public:
   explicit stream_resources(int device) : device_(device) {
-    TREELORA_CUDA_CHECK(cudaSetDevice(device));
+    device_guard guard(device);
     TREELORA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     int pools_supported = 0;
     TREELORA_CUDA_CHECK(cudaDeviceGetAttribute(&pools_supported, cudaDevAttrMemoryPoolsSupported, device));
@@ -155,24 +173,6 @@ class pinned_buffer {
   index_t size_ = 0;
 };
 
-/// Runs the calls in its scope on `device`, restoring the previous current device afterwards (cheap when equal).
-class device_guard {
- public:
-  explicit device_guard(int device) {
-    TREELORA_CUDA_CHECK(cudaGetDevice(&previous_));
-    if (previous_ != device) TREELORA_CUDA_CHECK(cudaSetDevice(device));
-    else previous_ = -1;
-  }
-  ~device_guard() {
-    if (previous_ >= 0) (void)cudaSetDevice(previous_);
-  }
-  device_guard(const device_guard&) = delete;
-  device_guard& operator=(const device_guard&) = delete;
-
- private:
-  int previous_ = -1;
-};
-
 /// The number of CUDA devices, or 0 when there is no device or no usable driver (never throws).
 inline int cuda_device_count() noexcept {
   int count = 0;
@@ -192,6 +192,7 @@ class cuda_context {
     const int count = cuda_device_count();
     if (device < 0 || device >= count)
       throw_runtime_error("cuda_context", concat("device ", device, " requested but ", count, " CUDA device(s) present"));
+    device_guard guard(device);  // the cuBLAS handle binds to the current device
     resources_ = std::make_shared<cuda_detail::stream_resources>(device);
     TREELORA_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device));
     TREELORA_CUBLAS_CHECK(cublasCreate(&blas_));
