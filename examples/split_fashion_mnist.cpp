@@ -35,7 +35,7 @@ struct options {
   std::string out = "out";
   std::string data = std::string(fashion_mnist_directory);
   std::string cache = "treelora-cache";
-  std::vector<std::string> methods = {"SeqLoRA", "TreeLoRA-reference", "TreeLoRA-paper", "Joint"};
+  std::vector<std::string> methods = {"SeqLoRA", "TreeLoRA-reference", "TreeLoRA-paper", "InfLoRA", "O-LoRA", "Joint"};
   std::vector<std::uint64_t> seeds = {0, 1, 2};
   bool shuffled_order = false;  // class order: 0..9 (false) or shuffled with the seed
   index_t train_per_class = 1200, test_per_class = 500;
@@ -56,7 +56,7 @@ const char* usage =
     "  --out DIR                 output folder (default out)\n"
     "  --data DIR                Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)\n"
     "  --cache DIR               where the pre-trained backbone is cached (default treelora-cache)\n"
-    "  --methods A,B,...         of SeqLoRA, TreeLoRA-reference, TreeLoRA-paper, Joint, InfLoRA, O-LoRA, DualLoRA\n"
+    "  --methods A,B,...         of SeqLoRA, TreeLoRA-reference, TreeLoRA-paper, InfLoRA, O-LoRA, Joint\n"
     "  --seeds 0,1,2             seeds (the same for every method)\n"
     "  --shuffled-order          shuffle the class order with the seed (default: 0..9)\n"
     "  --train-per-class N       training images per class, 0 = all 6000 (default 1200)\n"
@@ -212,6 +212,18 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
                                  .tree = {.max_depth = std::min<index_t>(5, modules)}, .seed = seed});
     record.result = run_stream(model, stream, strategy, optimizer, run, progress);
     record.tree = strategy.tree().nodes();
+  } else if (method == "InfLoRA") {
+    vit_config c = model_config(o, seed);
+    c.lora_targets = {"k", "v"};  // InfLoRA adapts W_k and W_v
+    vit<F, inflora> inf_model(backend, c, {.rank = o.rank, .seed = seed});
+    inf_model.load_backbone_state(backbone);
+    inflora_strategy strategy(stream);
+    record.result = run_stream(inf_model, stream, strategy, optimizer, run, progress);
+  } else if (method == "O-LoRA") {
+    vit<F, olora> o_model(backend, model_config(o, seed), {.rank = o.rank, .alpha = o.alpha, .seed = seed});
+    o_model.load_backbone_state(backbone);
+    olora_strategy<F> strategy;
+    record.result = run_stream(o_model, stream, strategy, optimizer, run, progress);
   } else {
     throw_invalid_argument("split_fashion_mnist", concat("unknown method '", method, "'\n", usage));
   }

@@ -34,3 +34,8 @@
 #include "treelora/strategy/runner.hpp"
 #include "treelora/strategy/seq_lora.hpp"
 #include "treelora/strategy/tree_lora.hpp"
+#include "treelora/memory/gpm.hpp"
+#include "treelora/lora/inflora.hpp"
+#include "treelora/lora/olora.hpp"
+#include "treelora/strategy/inflora.hpp"
+#include "treelora/strategy/olora.hpp"
