@@ -19,6 +19,8 @@
 
 #include <treelora/io/json.hpp>
 #include <treelora/io/svg.hpp>
+#include <treelora/strategy/inflora.hpp>
+#include <treelora/strategy/olora.hpp>
 #include <treelora/treelora.hpp>
 
 #if defined(_OPENMP)

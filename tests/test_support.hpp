@@ -11,7 +11,8 @@
 
 #include "treelora/treelora.hpp"
 
-// The backends every generic test runs on. The CUDA backend joins this list when it is built.
+// The backends every generic test runs on. tests/gpu/generic_prelude.hpp recompiles these tests with the CUDA
+// backends instead (where a GPU is visible, or with -DTREELORA_CUDA_GENERIC_TESTS=ON).
 #define TREELORA_TEST_BACKENDS treelora::cpu_backend<float>, treelora::cpu_backend<double>
 
 namespace treelora::testing {

@@ -34,8 +34,6 @@
 #include "treelora/strategy/runner.hpp"
 #include "treelora/strategy/seq_lora.hpp"
 #include "treelora/strategy/tree_lora.hpp"
-#include "treelora/memory/gpm.hpp"
-#include "treelora/lora/inflora.hpp"
-#include "treelora/lora/olora.hpp"
-#include "treelora/strategy/inflora.hpp"
-#include "treelora/strategy/olora.hpp"
+// Opt-in (not included here: Eigen's SVD alone adds about 25 s to every translation unit that includes it):
+//   treelora/memory/gpm.hpp, treelora/lora/inflora.hpp, treelora/lora/olora.hpp,
+//   treelora/strategy/inflora.hpp, treelora/strategy/olora.hpp

@@ -10,14 +10,15 @@
 
 namespace treelora {
 
-template <LinearLike Base, class Factorization = standard_lora>
-  requires treelora::Factorization<Factorization, typename Base::backend_type>
+// (F, not Factorization: nvcc 13 drops the treelora:: qualifier of a concept named like a template parameter.)
+template <LinearLike Base, class F = standard_lora>
+  requires treelora::Factorization<F, typename Base::backend_type>
 class lora_layer {
  public:
   using backend_type = typename Base::backend_type;
   using scalar_type = typename backend_type::scalar_type;
-  using adapter_type = typename Factorization::template adapter<backend_type>;
-  using config = typename Factorization::config;
+  using adapter_type = typename F::template adapter<backend_type>;
+  using config = typename F::config;
 
   lora_layer(backend_type& backend, Base base, const config& c = {})
       : base_(std::move(base)), adapter_(backend, base_.in_features(), base_.out_features(), c) {
