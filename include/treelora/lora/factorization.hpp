@@ -11,11 +11,28 @@
 // InfLoRA, O-LoRA and DualLoRA are further factorisations; lora_layer does not change for them.
 #pragma once
 
+#include <cmath>
 #include <concepts>
+#include <cstdint>
 
 #include "treelora/layers/layer.hpp"
 
 namespace treelora {
+
+namespace detail {
+/// What every LoRA-style adapter starts from: A [rank, in] Kaiming-uniform with a = sqrt(5) (gain sqrt(2 / 6), bound
+/// gain sqrt(3 / fan_in) = 1 / sqrt(in)), B [out, rank] zeros, and zero gradients of both.
+template <Backend B>
+void init_low_rank_factors(B& backend, index_t rank, index_t in, index_t out, std::uint64_t seed, tensor<B>& a,
+                           tensor<B>& b, tensor<B>& a_gradient, tensor<B>& b_gradient) {
+  a = tensor<B>(backend, shape{rank, in});
+  b = tensor<B>(backend, shape{out, rank});
+  a_gradient = tensor<B>(backend, a.shape());
+  b_gradient = tensor<B>(backend, b.shape());
+  const auto bound = static_cast<typename B::scalar_type>(1.0 / std::sqrt(static_cast<double>(in)));
+  fill_uniform<B>(a, -bound, bound, seed);
+}
+}  // namespace detail
 
 template <class A>
 concept FactorizationAdapter =

@@ -184,12 +184,7 @@ struct inflora {
           history_(backend, in_features, out_features, c.merge_finished), covariance_(backend, in_features) {
       if (c.rank <= 0 || c.rank > in_features)
         throw_invalid_argument("inflora", concat("rank ", c.rank, " must be in [1, in ", in_features, "]"));
-      a_ = tensor<B>(backend, shape{c.rank, in_features});
-      b_ = tensor<B>(backend, shape{out_features, c.rank});
-      a_gradient_ = tensor<B>(backend, a_.shape());
-      b_gradient_ = tensor<B>(backend, b_.shape());
-      const auto bound = static_cast<scalar_type>(1.0 / std::sqrt(static_cast<double>(in_features)));
-      fill_uniform<B>(a_, -bound, bound, c.seed);
+      detail::init_low_rank_factors(backend, c.rank, in_features, out_features, c.seed, a_, b_, a_gradient_, b_gradient_);
     }
 
     // Model-facing views (adapter_view): the current task's branch.

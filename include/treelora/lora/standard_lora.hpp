@@ -34,13 +34,7 @@ struct standard_lora {
         throw_invalid_argument("standard_lora", concat("dropout ", c.dropout, " outside [0, 1)"));
       if (!std::isfinite(c.alpha)) throw_invalid_argument("standard_lora", concat("alpha ", c.alpha, " is not finite"));
       scaling_ = static_cast<scalar_type>(c.rank_stabilized ? c.alpha / std::sqrt(double(c.rank)) : c.alpha / double(c.rank));
-      a_ = tensor<B>(backend, shape{c.rank, in_features});
-      b_ = tensor<B>(backend, shape{out_features, c.rank});
-      a_gradient_ = tensor<B>(backend, a_.shape());
-      b_gradient_ = tensor<B>(backend, b_.shape());
-      // Kaiming uniform with a = sqrt(5): gain sqrt(2 / (1 + 5)), bound gain * sqrt(3 / fan_in) = 1 / sqrt(fan_in).
-      const auto bound = static_cast<scalar_type>(1.0 / std::sqrt(static_cast<double>(in_features)));
-      fill_uniform<B>(a_, -bound, bound, c.seed);
+      detail::init_low_rank_factors(backend, c.rank, in_features, out_features, c.seed, a_, b_, a_gradient_, b_gradient_);
     }
 
     tensor<B>& a() { return a_; }
