@@ -6,13 +6,15 @@
 //                          classes; backward; strategy.after_backward (regularisers); clip; strategy.update
 //     strategy.end_task; evaluate every task -> row n of the accuracy matrices
 // Task-IL accuracy restricts the argmax to the task's classes; class-IL to all classes seen so far; task
-// identity counts a class-IL prediction that falls inside the right task's classes.
+// identity counts a class-IL prediction that falls inside the right task's classes, or, for a strategy with an
+// evaluation hook (adjust_logits: DualLoRA's calibration and task predictor), its predicted task.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
 #include <numeric>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "treelora/backend/random.hpp"
@@ -89,19 +91,29 @@ bool asks_to_stop(Callback& c, const training_context& context) {
 struct evaluation {
   double task_il = 0;        ///< argmax over the task's own classes
   double class_il = 0;       ///< argmax over every class seen so far
-  double task_identity = 0;  ///< the class-IL prediction falls inside the task's classes
+  double task_identity = 0;  ///< the predicted task is the right one (see evaluate)
+};
+
+/// The evaluation hook that changes nothing (strategies without a calibration).
+struct no_logit_adjustment {
+  template <class View>
+  void operator()(View, std::vector<index_t>&) const {}
 };
 
 /// One forward pass of `model` over `set` (evaluation mode), scored both ways. `seen_classes` empty: class-IL is
-/// not scored (0).
-template <Model M>
+/// not scored (0). `adjust(logits, predicted_tasks)` may rewrite a copy of the logits (a calibration: class-IL is
+/// scored on it, task-IL on the raw logits) and may write one predicted task per row; then task identity is the share
+/// of rows predicted as `task`. Otherwise task identity is the share of class-IL predictions inside `task_classes`.
+template <Model M, class Adjust = no_logit_adjustment>
 evaluation evaluate(M& model, const labelled_set& set, std::span<const index_t> task_classes,
-                    std::span<const index_t> seen_classes, index_t batch_size = 256) {
+                    std::span<const index_t> seen_classes, index_t batch_size = 256, index_t task = -1,
+                    Adjust&& adjust = {}) {
   using B = typename M::backend_type;
+  constexpr bool adjusts = !std::is_same_v<std::remove_cvref_t<Adjust>, no_logit_adjustment>;
   if (set.size() == 0) throw_invalid_argument("evaluate", "empty evaluation set");
   model.set_training(false);
-  tensor<B> x;
-  std::vector<index_t> labels, rows;
+  tensor<B> x, adjusted;
+  std::vector<index_t> labels, rows, predicted_tasks;
   std::vector<typename B::scalar_type> staging;
   index_t task_correct = 0, class_correct = 0, inside = 0;
   for (index_t first = 0; first < set.size(); first += batch_size) {
@@ -110,13 +122,23 @@ evaluation evaluate(M& model, const labelled_set& set, std::span<const index_t> 
     std::iota(rows.begin(), rows.end(), first);
     detail::load_batch(set, rows, x, labels, staging, model.backend());
     const auto logits = model.forward(x);
-    const auto within_task = argmax_rows<B>(logits, task_classes);
+    const auto within_task = argmax_rows<B>(logits, task_classes);  // task-IL: the raw logits
     for (index_t i = 0; i < n; ++i) task_correct += within_task[std::size_t(i)] == labels[std::size_t(i)];
     if (seen_classes.empty()) continue;
-    const auto within_seen = argmax_rows<B>(logits, seen_classes);
+    const_tensor_view<B> class_scores = logits;  // class-IL: the adjusted logits, when the strategy adjusts them
+    predicted_tasks.clear();
+    if constexpr (adjusts) {
+      adjusted.resize(model.backend(), logits.shape());
+      copy<B>(logits, adjusted);
+      adjust(tensor_view<B>(adjusted), predicted_tasks);
+      class_scores = adjusted;
+    }
+    const auto within_seen = argmax_rows<B>(class_scores, seen_classes);
+    const bool predicted = task >= 0 && static_cast<index_t>(predicted_tasks.size()) == n;
     for (index_t i = 0; i < n; ++i) {
       class_correct += within_seen[std::size_t(i)] == labels[std::size_t(i)];
-      inside += std::find(task_classes.begin(), task_classes.end(), within_seen[std::size_t(i)]) != task_classes.end();
+      if (predicted) inside += predicted_tasks[std::size_t(i)] == task;
+      else inside += std::find(task_classes.begin(), task_classes.end(), within_seen[std::size_t(i)]) != task_classes.end();
     }
   }
   model.set_training(true);
@@ -216,9 +238,17 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
     seen_classes.insert(seen_classes.end(), task.classes.begin(), task.classes.end());
     for (index_t j = 0; j < tasks; ++j) {
       const auto& other = stream.tasks[std::size_t(j)];
-      const auto scores = evaluate(model, other.test, other.classes, j <= n ? std::span<const index_t>(seen_classes)
-                                                                            : std::span<const index_t>(),
-                                   options.eval_batch_size);
+      const std::span<const index_t> seen = j <= n ? std::span<const index_t>(seen_classes) : std::span<const index_t>();
+      evaluation scores;
+      if constexpr (requires(tensor_view<B> logits, std::vector<index_t>& predicted) {
+                      strategy.adjust_logits(model, logits, predicted);
+                    })
+        scores = evaluate(model, other.test, other.classes, seen, options.eval_batch_size, j,
+                          [&](tensor_view<B> logits, std::vector<index_t>& predicted) {
+                            strategy.adjust_logits(model, logits, predicted);
+                          });
+      else
+        scores = evaluate(model, other.test, other.classes, seen, options.eval_batch_size, j);
       result.task_il(n, j) = scores.task_il;
       if (j <= n) {  // class-IL over the classes seen so far is defined for tasks already seen
         result.class_il(n, j) = scores.class_il;

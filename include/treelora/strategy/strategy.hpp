@@ -7,6 +7,8 @@
 //                                    return the regulariser's value (0 when there is none)
 //   update(model, optimiser, context) apply the parameter update (sparse rules skip work here)
 //   end_task(model, context)         the task's training is over (store per-task state, rebuild a tree)
+//   adjust_logits(model, logits, predicted_tasks)  optional, at evaluation after each forward pass: calibrate the
+//                                    logits in place and/or predict each sample's task (DualLoRA)
 //   name(), state_bytes()            for reports: the method's name and the bytes of per-task state it keeps
 #pragma once
 
