@@ -19,6 +19,7 @@
 
 #include <treelora/io/json.hpp>
 #include <treelora/io/svg.hpp>
+#include <treelora/strategy/duallora.hpp>
 #include <treelora/strategy/inflora.hpp>
 #include <treelora/strategy/olora.hpp>
 #include <treelora/treelora.hpp>
@@ -37,7 +38,7 @@ struct options {
   std::string out = "out";
   std::string data = std::string(fashion_mnist_directory);
   std::string cache = "treelora-cache";
-  std::vector<std::string> methods = {"SeqLoRA", "TreeLoRA-reference", "TreeLoRA-paper", "InfLoRA", "O-LoRA", "Joint"};
+  std::vector<std::string> methods = {"SeqLoRA", "TreeLoRA-reference", "TreeLoRA-paper", "InfLoRA", "O-LoRA", "DualLoRA", "Joint"};
   std::vector<std::uint64_t> seeds = {0, 1, 2};
   bool shuffled_order = false;  // class order: 0..9 (false) or shuffled with the seed
   index_t train_per_class = 1200, test_per_class = 500;
@@ -49,6 +50,7 @@ struct options {
   double alpha = 16;
   double reference_strength = 0.5, pull_strength = 1e-2;
   index_t pretrain_epochs = 3, pretrain_images = 20000;
+  std::string dual_orthogonal = "A", dual_gate = "energy", dual_calibration = "bayes", dual_task_score = "energy";  // DualLoRA's reconstructed choices
   std::string preset = "default";
 };
 
@@ -58,7 +60,7 @@ const char* usage =
     "  --out DIR                 output folder (default out)\n"
     "  --data DIR                Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)\n"
     "  --cache DIR               where the pre-trained backbone is cached (default treelora-cache)\n"
-    "  --methods A,B,...         of SeqLoRA, TreeLoRA-reference, TreeLoRA-paper, InfLoRA, O-LoRA, Joint\n"
+    "  --methods A,B,...         of SeqLoRA, TreeLoRA-reference, TreeLoRA-paper, InfLoRA, O-LoRA, DualLoRA, Joint\n"
     "  --seeds 0,1,2             seeds (the same for every method)\n"
     "  --shuffled-order          shuffle the class order with the seed (default: 0..9)\n"
     "  --train-per-class N       training images per class, 0 = all 6000 (default 1200)\n"
@@ -68,7 +70,11 @@ const char* usage =
     "  --rank N --alpha X                                         LoRA on q and v\n"
     "  --reference-strength X    TreeLoRA reference reg (0.5)\n"
     "  --pull-strength X         TreeLoRA paper lambda (0.01)\n"
-    "  --pretrain-epochs N --pretrain-images N                    rotation pre-training\n";
+    "  --pretrain-epochs N --pretrain-images N                    rotation pre-training\n"
+    "  --dual-orthogonal A|B     DualLoRA orthogonal adapter: per-task fixed A (A) or shared projected LoRA (B)\n"
+    "  --dual-gate G             DualLoRA gate: energy, softmax, per-basis, top1 (default energy)\n"
+    "  --dual-calibration C      DualLoRA calibration: bayes, confident-task, none (default bayes)\n"
+    "  --dual-task-score S       DualLoRA task score: energy (s_j) or relative (s_j / own-task share) (default energy)\n";
 
 std::vector<std::string> split_list(const std::string& text) {
   std::vector<std::string> out;
@@ -146,6 +152,10 @@ options parse(int argc, char** argv) {
     else if (key == "--pull-strength") o.pull_strength = real();
     else if (key == "--pretrain-epochs") o.pretrain_epochs = integer();
     else if (key == "--pretrain-images") o.pretrain_images = integer();
+    else if (key == "--dual-orthogonal") o.dual_orthogonal = value;
+    else if (key == "--dual-gate") o.dual_gate = value;
+    else if (key == "--dual-calibration") o.dual_calibration = value;
+    else if (key == "--dual-task-score") o.dual_task_score = value;
     else throw_invalid_argument("split_fashion_mnist", concat("unknown option ", key, "\n", usage));
   }
   if (o.seeds.empty() || o.methods.empty()) throw_invalid_argument("split_fashion_mnist", "needs at least one seed and one method");
@@ -167,7 +177,9 @@ json::object config_json(const options& o) {
       .add_number("heads", double(o.heads)).add_number("mlp_ratio", o.mlp_ratio).add_number("lora_rank", double(o.rank))
       .add_number("lora_alpha", o.alpha).add_string("lora_targets", "q,v")
       .add_number("reference_strength", o.reference_strength).add_number("pull_strength", o.pull_strength)
-      .add_number("pretrain_epochs", double(o.pretrain_epochs)).add_number("pretrain_images", double(o.pretrain_images));
+      .add_number("pretrain_epochs", double(o.pretrain_epochs)).add_number("pretrain_images", double(o.pretrain_images))
+      .add_string("dual_orthogonal", o.dual_orthogonal).add_string("dual_gate", o.dual_gate)
+      .add_string("dual_calibration", o.dual_calibration).add_string("dual_task_score", o.dual_task_score);
   return c;
 }
 
@@ -177,6 +189,24 @@ vit_config model_config(const options& o, std::uint64_t seed) {
   c.classes = 10, c.lora_rank = o.rank, c.lora_alpha = o.alpha, c.seed = seed;
   c.validate();
   return c;
+}
+
+// ------------------------------------------------------------------------------------------------- DualLoRA choices
+dual_lora::config dual_config(const options& o, std::uint64_t seed) {
+  dual_lora::config c{.rank = o.rank, .seed = seed};
+  if (o.dual_orthogonal == "B") c.orthogonal = dual_orthogonal::shared_projected;
+  else if (o.dual_orthogonal != "A") throw_invalid_argument("split_fashion_mnist", concat("--dual-orthogonal is A or B, got '", o.dual_orthogonal, "'"));
+  const std::map<std::string, dual_gate> gates = {{"energy", dual_gate::energy}, {"softmax", dual_gate::softmax},
+                                                  {"per-basis", dual_gate::per_basis}, {"top1", dual_gate::top1}};
+  if (!gates.contains(o.dual_gate)) throw_invalid_argument("split_fashion_mnist", concat("unknown --dual-gate '", o.dual_gate, "'"));
+  c.gate = gates.at(o.dual_gate);
+  return c;
+}
+dual_calibration dual_calibration_of(const std::string& name) {
+  if (name == "bayes") return dual_calibration::bayes;
+  if (name == "confident-task") return dual_calibration::confident_task;
+  if (name == "none") return dual_calibration::none;
+  throw_invalid_argument("split_fashion_mnist", concat("unknown --dual-calibration '", name, "'"));
 }
 
 // ------------------------------------------------------------------------------------------------- one run
@@ -226,6 +256,14 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
     o_model.load_backbone_state(backbone);
     olora_strategy<F> strategy;
     record.result = run_stream(o_model, stream, strategy, optimizer, run, progress);
+  } else if (method == "DualLoRA") {
+    vit<F, dual_lora> d_model(backend, model_config(o, seed), dual_config(o, seed));
+    d_model.load_backbone_state(backbone);
+    if (o.dual_task_score != "energy" && o.dual_task_score != "relative")
+      throw_invalid_argument("split_fashion_mnist", concat("--dual-task-score is energy or relative, got '", o.dual_task_score, "'"));
+    dual_lora_strategy<F> strategy(stream, {.task_score = o.dual_task_score == "energy" ? dual_task_score::energy : dual_task_score::relative,
+                                            .calibration = dual_calibration_of(o.dual_calibration)});
+    record.result = run_stream(d_model, stream, strategy, optimizer, run, progress);
   } else {
     throw_invalid_argument("split_fashion_mnist", concat("unknown method '", method, "'\n", usage));
   }

@@ -324,6 +324,7 @@ TEST_CASE("DualLoRA end to end on a tiny ViT for each option") {
       {"confident-task calibration, k <= 4", {.rank = 4},
        {.memory = {.dual = false, .max_new_bases = 4}, .calibration = dual_calibration::confident_task}},
       {"no calibration", {.rank = 4}, {.calibration = dual_calibration::none}},
+      {"relative task score", {.rank = 4}, {.task_score = dual_task_score::relative}},
   };
   for (const auto& v : variants) {
     F backend;
@@ -346,6 +347,9 @@ TEST_CASE("DualLoRA end to end on a tiny ViT for each option") {
     index_t bases = 0;
     for (const auto& m : strategy.memories()) bases += m.rank();
     CHECK(bases > 0);
+    REQUIRE(strategy.own_energy().size() == 4);
+    CHECK(strategy.own_energy()[0] > 0.5);  // task 0's basis holds at least eps_0 of its own energy, capped by k
+    for (double e : strategy.own_energy()) CHECK((e >= 0 && e <= 1 + 1e-9));
     for (auto* a : model.factorized_adapters()) {
       CHECK(a->residual_tasks() == 4);
       CHECK(a->training_task() == -1);

@@ -29,6 +29,12 @@
 
 namespace treelora {
 
+/// What p(j | x) is a softmax of.
+enum class dual_task_score {
+  energy,    ///< s_j = ||U_j^T c||^2 / ||c||^2 at the last adapter (the spec; default)
+  relative,  ///< s_j / e_j, e_j = the share of task j's own CLS energy U_j captured at its feature pass
+};
+
 enum class dual_calibration {
   bayes,           ///< logit' = log_softmax within the class's task + beta log p(task | x) (default)
   confident_task,  ///< restrict to the predicted task when its confidence reaches the threshold
@@ -40,6 +46,7 @@ struct dual_lora_options {
   gpm_options memory = {.dual = false, .max_new_bases = 32};  ///< k_j cap = max_new_bases (spec default 32)
   double a_scale = 1.0 / std::sqrt(3.0);  ///< choice A: A_o^t = scale * top-r directions
   double task_temperature = 0.05;         ///< tau_id of p(j | x) = softmax(s / tau_id)
+  dual_task_score task_score = dual_task_score::energy;
   dual_calibration calibration = dual_calibration::bayes;
   double beta = 1.0;                      ///< weight of log p(j | x) in the bayes calibration
   double confidence_threshold = 0.5;      ///< confident_task calibration
@@ -116,6 +123,8 @@ class dual_lora_strategy {
   const dual_lora_options& options() const { return options_; }
   /// One memory per adapter, in model order (span(M) = [U_1 .. U_t]).
   const std::vector<gpm_memory>& memories() const { return memories_; }
+  /// e_j per task: the share of task j's CLS energy (last adapter) its basis captured at its feature pass.
+  const std::vector<double>& own_energy() const { return own_energy_; }
   /// Tasks whose training has finished.
   index_t finished_tasks() const { return finished_; }
 
@@ -143,7 +152,12 @@ class dual_lora_strategy {
       else
         projectors_.emplace_back(model.backend(), memories_[i]);  // complement of span(M_{t-1})
       memories_[i].update_from_covariance(covariance, threshold);
-      a.add_residual_task(memories_[i].last_added().transpose());  // A_r^t = U_t^T
+      const Eigen::MatrixXd& u = memories_[i].last_added();
+      a.add_residual_task(u.transpose());  // A_r^t = U_t^T
+      if (i + 1 == adapters.size()) {       // e_t = trace(U^T C U) / trace(C): the relative task score's scale
+        const double total = covariance.trace();
+        own_energy_.push_back(total > 0 && u.cols() > 0 ? (u.transpose() * covariance * u).trace() / total : 0.0);
+      }
     }
   }
 
@@ -181,7 +195,10 @@ class dual_lora_strategy {
     std::vector<task_prediction> out(std::size_t(s.rows()));
     std::vector<double> row(std::size_t(s.cols()));
     for (index_t i = 0; i < s.rows(); ++i) {
-      for (index_t j = 0; j < s.cols(); ++j) row[std::size_t(j)] = s(i, j);
+      for (index_t j = 0; j < s.cols(); ++j)
+        row[std::size_t(j)] = options_.task_score == dual_task_score::energy ? s(i, j)
+                              : own_energy_.at(std::size_t(j)) > 0       ? s(i, j) / own_energy_[std::size_t(j)]
+                                                                         : 0.0;
       out[std::size_t(i)] = predict_task(row, options_.task_temperature);
     }
     return out;
@@ -227,6 +244,7 @@ class dual_lora_strategy {
   std::vector<gpm_memory> memories_;
   std::vector<gpm_projector<B>> projectors_;
   mutable std::vector<std::vector<index_t>> task_classes_;
+  std::vector<double> own_energy_;
   index_t finished_ = 0;
   std::size_t state_bytes_ = 0;
 };
