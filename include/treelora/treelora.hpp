@@ -35,5 +35,5 @@
 #include "treelora/strategy/seq_lora.hpp"
 #include "treelora/strategy/tree_lora.hpp"
 // Opt-in (not included here: Eigen's SVD alone adds about 25 s to every translation unit that includes it):
-//   treelora/memory/gpm.hpp, treelora/lora/inflora.hpp, treelora/lora/olora.hpp,
-//   treelora/strategy/inflora.hpp, treelora/strategy/olora.hpp
+//   treelora/memory/gpm.hpp, treelora/lora/inflora.hpp, treelora/lora/olora.hpp, treelora/lora/duallora.hpp,
+//   treelora/strategy/inflora.hpp, treelora/strategy/olora.hpp, treelora/strategy/duallora.hpp
