@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <utility>
 #include <vector>
 
 #include <treelora/treelora.hpp>
@@ -33,21 +34,30 @@ double seconds(F&& f) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// The backend's gemm (OpenBLAS when built with TREELORA_BLAS, else Eigen) and Eigen's product on the same operands,
+// interleaved: eigen_GFLOPs and backend_over_eigen compare the two routes in one run.
 void gemm_throughput(benchmark::State& state) {
   B backend;
   const index_t n = state.range(0);
   tensor<B> a(backend, shape{n, n}), b(backend, shape{n, n}), c(backend, shape{n, n});
   fill_uniform<B>(a, -1, 1, 1);
   fill_uniform<B>(b, -1, 1, 2);
-  std::vector<double> times;
+  auto cm = as_eigen(c);
+  const auto am = as_eigen(std::as_const(a)), bm = as_eigen(std::as_const(b));
+  std::vector<double> times, eigen_times;
   for (auto _ : state) {
     const double s = seconds([&] { matmul<B>(a, transpose::no, b, transpose::no, c); });
+    eigen_times.push_back(seconds([&] { cm.noalias() = am * bm; }));
     times.push_back(s);
     state.SetIterationTime(s);
   }
-  const double gflops = 2.0 * double(n) * double(n) * double(n) / median(times) / 1e9;
+  const double flops = 2.0 * double(n) * double(n) * double(n);
+  const double gflops = flops / median(times) / 1e9, eigen_gflops = flops / median(eigen_times) / 1e9;
   state.counters["GFLOPs"] = gflops;
   state.counters["peak_fraction"] = gflops / peak_gflops();
+  state.counters["eigen_GFLOPs"] = eigen_gflops;
+  state.counters["eigen_peak_fraction"] = eigen_gflops / peak_gflops();
+  state.counters["backend_over_eigen"] = gflops / eigen_gflops;
 }
 
 // LoRA forward+backward (base frozen) vs the base's forward GEMM + input-gradient GEMM, same shapes.

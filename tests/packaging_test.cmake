@@ -20,15 +20,18 @@ if(rc)
   message(FATAL_ERROR "the consumer failed: ${rc}")
 endif()
 set(ENV{PKG_CONFIG_PATH} "${prefix}/share/pkgconfig")
-execute_process(COMMAND pkg-config --cflags --libs treelora OUTPUT_VARIABLE flags RESULT_VARIABLE rc
+execute_process(COMMAND pkg-config --cflags treelora OUTPUT_VARIABLE cflags RESULT_VARIABLE rc
                 OUTPUT_STRIP_TRAILING_WHITESPACE)
 if(rc)
   message(FATAL_ERROR "pkg-config does not know treelora: ${rc}")
 endif()
-separate_arguments(flags)
-execute_process(COMMAND c++ ${flags} "${SOURCE_DIR}/tests/consumer/consumer.cpp" -o "${WORK_DIR}/pc_consumer"
+execute_process(COMMAND pkg-config --libs treelora OUTPUT_VARIABLE libs OUTPUT_STRIP_TRAILING_WHITESPACE)
+separate_arguments(cflags)
+separate_arguments(libs)
+# libraries after the source, as a linker with --as-needed requires
+execute_process(COMMAND c++ ${cflags} "${SOURCE_DIR}/tests/consumer/consumer.cpp" ${libs} -o "${WORK_DIR}/pc_consumer"
                 RESULT_VARIABLE rc)
 if(rc)
-  message(FATAL_ERROR "compiling with pkg-config flags (${flags}) failed: ${rc}")
+  message(FATAL_ERROR "compiling with pkg-config flags (${cflags} ... ${libs}) failed: ${rc}")
 endif()
 message(STATUS "find_package and pkg-config consumers built and ran")
