@@ -34,8 +34,8 @@ double seconds(F&& f) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// The backend's gemm (OpenBLAS when built with TREELORA_BLAS, else Eigen) and Eigen's product on the same operands,
-// interleaved: eigen_GFLOPs and backend_over_eigen compare the two routes in one run.
+// The backend's gemm (OpenBLAS when built with TREELORA_BLAS, else Eigen) and Eigen's product on the same
+// operands, interleaved: eigen_GFLOPs and backend_over_eigen compare the two routes in one run.
 void gemm_throughput(benchmark::State& state) {
   B backend;
   const index_t n = state.range(0);

@@ -51,11 +51,12 @@ TEST_CASE_TEMPLATE("gemm matches a naive loop for every transpose, alpha and bet
       }
 }
 
-// With TREELORA_BLAS the CPU backend sends products from 16 x 16 x 16 up to OpenBLAS, split into blocks of rows
-// (or of columns, when C is wider than tall) over the OpenMP threads, and keeps smaller ones in Eigen: the shapes
-// below land on each side of that line and, with 2 threads (CTest's OMP_NUM_THREADS), on both kinds of split.
-TEST_CASE_TEMPLATE("gemm with leading dimensions past the columns, every transpose and beta, small and large", B,
-                   TREELORA_TEST_BACKENDS) {
+// With TREELORA_BLAS the CPU backend sends products from 16 x 16 x 16 up to OpenBLAS, split into blocks of
+// rows (or of columns, when C is wider than tall) over the OpenMP threads, and keeps smaller ones in Eigen:
+// the shapes below land on each side of that line and, with 2 threads (CTest's OMP_NUM_THREADS), on both
+// kinds of split.
+TEST_CASE_TEMPLATE("gemm with leading dimensions past the columns, every transpose and beta, small and large",
+                   B, TREELORA_TEST_BACKENDS) {
   using S = typename B::scalar_type;
   B backend;
   struct dims {
@@ -70,21 +71,24 @@ TEST_CASE_TEMPLATE("gemm with leading dimensions past the columns, every transpo
           CAPTURE(ta);
           CAPTURE(tb);
           CAPTURE(beta);
-          const index_t a_rows = ta ? d.k : d.m, a_cols = ta ? d.m : d.k, b_rows = tb ? d.n : d.k, b_cols = tb ? d.k : d.n;
-          const index_t lda = a_cols + 3, ldb = b_cols + 5, ldc = d.n + 2;  // padding the product must not touch
+          const index_t a_rows = ta ? d.k : d.m, a_cols = ta ? d.m : d.k, b_rows = tb ? d.n : d.k,
+                        b_cols = tb ? d.k : d.n;
+          // Leading dimensions past the columns: padding the product must not touch.
+          const index_t lda = a_cols + 3, ldb = b_cols + 5, ldc = d.n + 2;
           auto a = random_tensor(backend, shape{a_rows, lda}, 11);
           auto b = random_tensor(backend, shape{b_rows, ldb}, 12);
           auto c = random_tensor(backend, shape{d.m, ldc}, 13);
           const auto ah = to_double(a.to_host()), bh = to_double(b.to_host()), ch = to_double(c.to_host());
           const auto packed = [](const std::vector<double>& v, index_t rows, index_t cols, index_t ld) {
             std::vector<double> out;
-            for (index_t r = 0; r < rows; ++r) out.insert(out.end(), v.begin() + r * ld, v.begin() + r * ld + cols);
+            for (index_t r = 0; r < rows; ++r)
+              out.insert(out.end(), v.begin() + r * ld, v.begin() + r * ld + cols);
             return out;
           };
           const auto expected = naive_gemm(ta, tb, d.m, d.n, d.k, 1.5, packed(ah, a_rows, a_cols, lda),
                                            packed(bh, b_rows, b_cols, ldb), beta, packed(ch, d.m, d.n, ldc));
-          backend.gemm(transpose{ta}, transpose{tb}, d.m, d.n, d.k, S(1.5), a.data(), lda, b.data(), ldb, S(beta),
-                       c.data(), ldc);
+          backend.gemm(transpose{ta}, transpose{tb}, d.m, d.n, d.k, S(1.5), a.data(), lda, b.data(), ldb,
+                       S(beta), c.data(), ldc);
           const auto result = to_double(c.to_host());
           CHECK(relative_error(packed(result, d.m, d.n, ldc), expected) < 10 * tolerance_v<B>);
           bool padding_kept = true;
@@ -97,7 +101,8 @@ TEST_CASE_TEMPLATE("gemm with leading dimensions past the columns, every transpo
 TEST_CASE_TEMPLATE("gemm with beta = 0 ignores NaN already in the output", B, TREELORA_TEST_BACKENDS) {
   B backend;
   for (const index_t size : {3, 64}) {
-    auto a = random_tensor(backend, shape{size, size + 1}, 1), b = random_tensor(backend, shape{size + 1, size}, 2);
+    auto a = random_tensor(backend, shape{size, size + 1}, 1),
+         b = random_tensor(backend, shape{size + 1, size}, 2);
     tensor<B> c(backend, shape{size, size});
     c.fill(std::numeric_limits<typename B::scalar_type>::quiet_NaN());
     matmul<B>(a, transpose::no, b, transpose::no, c);
@@ -125,9 +130,10 @@ TEST_CASE_TEMPLATE("batched gemm matches per-batch naive loops", B, TREELORA_TES
   }
 }
 
-// Enough work for gemm_strided_batched to open an OpenMP region (2 threads under CTest): each thread then runs
-// whole products on its own, through OpenBLAS when the library uses it.
-TEST_CASE_TEMPLATE("batched gemm inside a parallel region matches per-batch naive loops", B, TREELORA_TEST_BACKENDS) {
+// Enough work for gemm_strided_batched to open an OpenMP region (2 threads under CTest): each thread then
+// runs whole products on its own, through OpenBLAS when the library uses it.
+TEST_CASE_TEMPLATE("batched gemm inside a parallel region matches per-batch naive loops", B,
+                   TREELORA_TEST_BACKENDS) {
   B backend;
   const index_t batch = 8, m = 48, n = 40, k = 56;
   for (bool ta : {false, true})
@@ -142,7 +148,8 @@ TEST_CASE_TEMPLATE("batched gemm inside a parallel region matches per-batch naiv
         const auto slice = [i](const std::vector<double>& v, index_t size) {
           return std::vector<double>(v.begin() + i * size, v.begin() + (i + 1) * size);
         };
-        auto ci = naive_gemm(ta, tb, m, n, k, 0.5, slice(ah, m * k), slice(bh, k * n), 0.25, slice(ch, m * n));
+        auto ci =
+            naive_gemm(ta, tb, m, n, k, 0.5, slice(ah, m * k), slice(bh, k * n), 0.25, slice(ch, m * n));
         expected.insert(expected.end(), ci.begin(), ci.end());
       }
       CHECK(relative_error(c.to_host(), expected) < 10 * tolerance_v<B>);
@@ -162,13 +169,15 @@ TEST_CASE_TEMPLATE("gemm called from the caller's parallel region and on one thr
     as.push_back(random_tensor(backend, shape{m, k}, 20 + t));
     bs.push_back(random_tensor(backend, shape{n, k}, 30 + t));
     cs.emplace_back(backend, shape{m, n});
-    expected.push_back(naive_gemm(false, true, m, n, k, 1.0, to_double(as[t].to_host()), to_double(bs[t].to_host()),
-                                  0.0, std::vector<double>(static_cast<std::size_t>(m * n))));
+    expected.push_back(naive_gemm(false, true, m, n, k, 1.0, to_double(as[t].to_host()),
+                                  to_double(bs[t].to_host()), 0.0,
+                                  std::vector<double>(static_cast<std::size_t>(m * n))));
   }
 #pragma omp parallel for num_threads(static_cast<int>(threads))
   for (index_t t = 0; t < threads; ++t)
     for (int repeat = 0; repeat < 20; ++repeat) matmul<B>(as[t], transpose::no, bs[t], transpose::yes, cs[t]);
-  for (index_t t = 0; t < threads; ++t) CHECK(relative_error(cs[t].to_host(), expected[t]) < 10 * tolerance_v<B>);
+  for (index_t t = 0; t < threads; ++t)
+    CHECK(relative_error(cs[t].to_host(), expected[t]) < 10 * tolerance_v<B>);
 
   const int saved = omp_get_max_threads();
   omp_set_num_threads(1);  // what --threads 1 does

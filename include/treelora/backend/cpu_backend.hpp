@@ -1,7 +1,7 @@
 // treelora/backend/cpu_backend.hpp: the CPU backend on Eigen.
-// GEMM goes through Eigen's blocked kernels (threaded with OpenMP when the target links it), or through OpenBLAS's
-// when TREELORA_USE_CBLAS is defined (CMake option TREELORA_BLAS); row-wise operations run rows in parallel;
-// everything else is a vectorised Eigen array expression.
+// GEMM goes through Eigen's blocked kernels (threaded with OpenMP when the target links it), or through
+// OpenBLAS's when TREELORA_USE_CBLAS is defined (CMake option TREELORA_BLAS); row-wise operations run rows in
+// parallel; everything else is a vectorised Eigen array expression.
 #pragma once
 
 #include <algorithm>
@@ -321,28 +321,32 @@ class cpu_backend {
   }
 
 #if defined(TREELORA_USE_CBLAS)
-  // OpenBLAS's kernel reaches 99 % of peak where Eigen's reaches 56-58 % (docs/benchmarks.md). Its own thread pool
-  // is kept at one thread and OpenMP's threads share each product out by blocks of C instead: one thread setting
-  // (OMP_NUM_THREADS, omp_set_num_threads) for everything, and no second pool spinning on the cores OpenMP's
-  // threads wait on (measured: OpenBLAS's threads and OpenMP's, taking turns, ran GEMMs 1.5x slower).
+  // OpenBLAS's kernel reaches 95-99 % of peak where Eigen's reaches 56-68 % (docs/benchmarks.md). Its own
+  // thread pool is kept at one thread and OpenMP's threads share each product out by blocks of C instead: one
+  // thread setting (OMP_NUM_THREADS, omp_set_num_threads) for everything, and no second pool spinning on the
+  // cores OpenMP's threads wait on (measured: OpenBLAS's threads and OpenMP's, taking turns, ran GEMMs 1.5x
+  // slower).
 
   /// Eigen keeps what CBLAS cannot take (k = 0, dimensions past int) and the tiny products it does faster
-  /// (8 x 8 x 8: 0.1 us against 0.2 us); everything from 16 x 16 x 16 up is faster in OpenBLAS, skinny LoRA
-  /// products included, measured on one thread and on two.
+  /// (8 x 8 x 8: 0.1 us against 0.2 us). From 16 x 16 x 16 up OpenBLAS was as fast or faster on one thread;
+  /// on two, Eigen won a few skinny rank-8 products by 2-25 % but lost the rest, with no simple rule between
+  /// them.
   static bool cblas_applies(index_t m, index_t n, index_t k, index_t lda, index_t ldb, index_t ldc) {
     constexpr index_t int_max = std::numeric_limits<int>::max();
-    if (k == 0 || std::max({m, n, k, lda, ldb, ldc}) > int_max || m * n * k < (index_t(1) << 12)) return false;
+    if (k == 0 || std::max({m, n, k, lda, ldb, ldc}) > int_max || m * n * k < (index_t(1) << 12))
+      return false;
 #if defined(_OPENMP)
-    // Inside a parallel region (batched attention) each thread runs its product alone: through CBLAS only when it
-    // cannot add threads of its own.
+    // Inside a parallel region (batched attention) each thread runs its product alone: through CBLAS only
+    // when it cannot add threads of its own.
     if (omp_in_parallel()) return cblas_single_threaded();
 #endif
     return true;
   }
 
-  /// Rows (or columns, when C is wider than tall) of C in one contiguous block per OpenMP thread, a multiple of
-  /// 16 (OpenBLAS's fp32 micro-kernel height); at least 2^17 multiply-adds per thread, below which a fork costs
-  /// more than it saves. Each block is one single-threaded CBLAS call; blocks share the operands read-only. A CBLAS
+  /// Rows (or columns, when C is wider than tall) of C in one contiguous block per OpenMP thread, a multiple
+  /// of 16 (OpenBLAS's fp32 micro-kernel height), with at least 2^17 multiply-adds per thread (64^3 still
+  /// gained from two threads; below that a fork, and a thread descheduled on a shared machine, cost more than
+  /// they save). Each block is one single-threaded CBLAS call; blocks share the operands read-only. A CBLAS
   /// that threads on its own gets the whole product in one call.
   static void cblas_gemm(transpose trans_a, transpose trans_b, index_t m, index_t n, index_t k, Scalar alpha,
                          const Scalar* a, index_t lda, const Scalar* b, index_t ldb, Scalar beta, Scalar* c,
@@ -361,11 +365,12 @@ class cpu_backend {
           const index_t lo = std::min(extent, units * t / count * unit);
           const index_t hi = std::min(extent, units * (t + 1) / count * unit);
           if (hi > lo && split_rows)
-            cblas_call(trans_a, trans_b, hi - lo, n, k, alpha, trans_a == transpose::no ? a + lo * lda : a + lo, lda,
-                       b, ldb, beta, c + lo * ldc, ldc);
+            cblas_call(trans_a, trans_b, hi - lo, n, k, alpha,
+                       trans_a == transpose::no ? a + lo * lda : a + lo, lda, b, ldb, beta, c + lo * ldc,
+                       ldc);
           else if (hi > lo)
-            cblas_call(trans_a, trans_b, m, hi - lo, k, alpha, a, lda, trans_b == transpose::no ? b + lo : b + lo * ldb,
-                       ldb, beta, c + lo, ldc);
+            cblas_call(trans_a, trans_b, m, hi - lo, k, alpha, a, lda,
+                       trans_b == transpose::no ? b + lo : b + lo * ldb, ldb, beta, c + lo, ldc);
         }
         return;
       }
@@ -387,15 +392,16 @@ class cpu_backend {
       cblas_dgemm(CblasRowMajor, ta, tb, i(m), i(n), i(k), alpha, a, i(lda), b, i(ldb), beta, c, i(ldc));
   }
 
-  /// OpenBLAS built on pthreads keeps its own pool; with OpenMP the library's threads are OpenMP's, so that pool is
-  /// set to one thread (a no-op once it is). OpenBLAS built on OpenMP or sequential needs nothing. Without OpenMP
-  /// OpenBLAS's pool is the only one and follows OPENBLAS_NUM_THREADS.
+  /// OpenBLAS built on pthreads keeps its own pool; with OpenMP the library's threads are OpenMP's, so that
+  /// pool is set to one thread (a no-op once it is). OpenBLAS built on OpenMP or sequential needs nothing.
+  /// Without OpenMP OpenBLAS's pool is the only one and follows OPENBLAS_NUM_THREADS.
   static void make_openblas_single_threaded() {
 #if defined(_OPENMP) && defined(OPENBLAS_THREAD)
     if (!omp_in_parallel() && !cblas_single_threaded()) openblas_set_num_threads(1);
 #endif
   }
-  /// Whether a CBLAS call runs on the calling thread only (OpenBLAS built on OpenMP does inside a parallel region).
+  /// Whether a CBLAS call runs on the calling thread only (OpenBLAS built on OpenMP does inside a parallel
+  /// region).
   static bool cblas_single_threaded() {
 #if defined(OPENBLAS_THREAD)
     return openblas_get_parallel() != OPENBLAS_THREAD || openblas_get_num_threads() == 1;
