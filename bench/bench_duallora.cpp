@@ -4,6 +4,8 @@
 // the counters are medians and the ratio is candidate / SeqLoRA.
 #include <benchmark/benchmark.h>
 
+#include "bench_support.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <vector>
@@ -18,11 +20,9 @@ using F = cpu_backend<float>;
 
 namespace {
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+using bench::median;
+using bench::now;
+
 
 constexpr index_t batch = 64, tasks = 5;
 

@@ -3,6 +3,8 @@
 // Both sides of a ratio are timed interleaved in the same benchmark, and medians are reported.
 #include <benchmark/benchmark.h>
 
+#include "bench_support.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -16,16 +18,14 @@ using B = cpu_backend<float>;
 
 namespace {
 
+using bench::median;
+
 // 2 cores x AVX2 FMA (2 x 8 fp32 lanes x 2 flops) x 2.45 GHz = 156.8 GFLOP/s (docs/benchmarks.md).
 double peak_gflops() {
   if (const char* env = std::getenv("TREELORA_PEAK_GFLOPS")) return std::atof(env);
   return 156.8;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 template <class F>
 double seconds(F&& f) {

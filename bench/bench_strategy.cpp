@@ -3,6 +3,8 @@
 // The strategies have already finished 4 tasks, so the tree, the bandit and the regulariser all do their work.
 #include <benchmark/benchmark.h>
 
+#include "bench_support.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <vector>
@@ -14,11 +16,9 @@ using F = cpu_backend<float>;
 
 namespace {
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+using bench::median;
+using bench::now;
+
 
 /// Times after_backward (the tree, the bandit and the regulariser) inside the step.
 template <class S>

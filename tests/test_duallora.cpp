@@ -14,15 +14,10 @@ using D = cpu_backend<double>;
 using F = cpu_backend<float>;
 using matrix = Eigen::MatrixXd;
 
+using treelora::testing::orthonormal;
+using treelora::testing::random_matrix;
+
 namespace {
-matrix random_matrix(index_t rows, index_t cols, unsigned seed) {
-  std::srand(seed);
-  return matrix::Random(rows, cols);
-}
-/// d orthonormal columns, the first `k` of a random rotation: split them into task bases.
-matrix orthonormal(index_t d, index_t k, unsigned seed) {
-  return Eigen::HouseholderQR<matrix>(random_matrix(d, k, seed)).householderQ() * matrix::Identity(d, k);
-}
 const std::vector<dual_gate> all_gates = {dual_gate::energy, dual_gate::softmax, dual_gate::per_basis, dual_gate::top1};
 const char* gate_name(dual_gate g) {
   switch (g) {

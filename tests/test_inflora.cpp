@@ -13,11 +13,10 @@ using D = cpu_backend<double>;
 using F = cpu_backend<float>;
 using matrix = Eigen::MatrixXd;
 
+using treelora::testing::orthonormal;
+using treelora::testing::random_matrix;
+
 namespace {
-matrix random_matrix(index_t rows, index_t cols, unsigned seed) {
-  std::srand(seed);
-  return matrix::Random(rows, cols);
-}
 /// loss = <layer(x), probe>; checks d loss / d B and d loss / d x against central differences.
 template <class Layer>
 void check_gradients(D& backend, Layer& layer, tensor<D>& x, std::vector<double>& worst) {
@@ -77,7 +76,7 @@ TEST_CASE_TEMPLATE("the new task's branch leaves old-task outputs unchanged for 
   lora_layer<linear<B>, inflora> layer(backend, linear<B>(backend, d, out, true, 1), {.rank = rank});
   auto& adapter = layer.adapter();
   // Task 0: inputs in a 4-dimensional subspace S0.
-  const matrix basis0 = Eigen::HouseholderQR<matrix>(random_matrix(d, 4, 1)).householderQ() * matrix::Identity(d, 4);
+  const matrix basis0 = orthonormal(d, 4, 1);
   auto to_tensor = [&](const matrix& rows) {
     tensor<B> t;
     assign_from_host(t, backend, rows);

@@ -1,15 +1,27 @@
 // tests/test_inflora_stream.hpp: what the InfLoRA, O-LoRA and DualLoRA tests share: a small synthetic image stream
-// (each class a fixed random 8x8 prototype plus Gaussian noise; task k owns classes 2k, 2k+1) and a tiny ViT on it.
+// (each class a fixed random 8x8 prototype plus Gaussian noise; task k owns classes 2k, 2k+1), a tiny ViT on it, and
+// seeded host matrices (uniform in [-1, 1], and orthonormal columns).
 #pragma once
 
 #include <string>
 #include <vector>
+
+#include <Eigen/Dense>
 
 #include "treelora/backend/random.hpp"
 #include "treelora/data/dataset.hpp"
 #include "treelora/models/vit.hpp"
 
 namespace treelora::testing {
+
+inline Eigen::MatrixXd random_matrix(index_t rows, index_t cols, unsigned seed) {
+  std::srand(seed);
+  return Eigen::MatrixXd::Random(rows, cols);
+}
+/// The first k columns of a random rotation of R^d.
+inline Eigen::MatrixXd orthonormal(index_t d, index_t k, unsigned seed) {
+  return Eigen::HouseholderQR<Eigen::MatrixXd>(random_matrix(d, k, seed)).householderQ() * Eigen::MatrixXd::Identity(d, k);
+}
 
 inline task_stream prototype_image_stream(index_t tasks, index_t train_per_class, index_t test_per_class,
                                           double noise = 0.6, std::uint64_t seed = 1) {

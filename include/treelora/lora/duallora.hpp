@@ -17,6 +17,9 @@
 //   energy (default): gamma_j = s_j;  softmax: gamma = softmax_j(s_j / temperature) over tasks with a basis;
 //   per_basis: each basis direction u gated by (u^T c)^2 / ||c||^2;  top1: gamma = 1 for argmax_j s_j, else 0.
 //   The gate is differentiated through c by default (gate_gradient = false: a constant of the forward pass).
+// Host <-> backend traffic per forward: each sample's CLS row to the host ([samples, in]) and the gates back
+// ([samples, K]); the broadcast over tokens and, in backward, the per-sample sums run on the backend ([samples, k_j]
+// per task back to the host, and [samples, in] for the CLS gradient).
 // The gated residual cannot be folded into W0 (it depends on the sample): merge_into throws once a residual
 // adapter exists. scores() keeps the last forward's s_j per sample: the strategy's task-identity prediction.
 #pragma once
@@ -243,6 +246,7 @@ struct dual_lora {
       history_.forward_add(x, y);
       if (residual_.empty()) return;
       compute_gates(x);
+      upload_sample_gates();
       for (std::size_t j = 0; j < residual_.size(); ++j) {
         auto& r = residual_[j];
         if (r.u.empty()) continue;
@@ -283,11 +287,14 @@ struct dual_lora {
         matmul<B>(r.product, transpose::no, r.u, transpose::no, dx, scalar_type(1), scalar_type(1));  // dx += dH U_j^T
         if (!through_gate) continue;
         multiply<B>(r.gated_gradient, r.hidden, r.product);  // dG = d(H o G) o H, summed over the sample's rows
-        const auto host = r.product.to_host();
         const index_t k = r.u.rows(), offset = offsets_[j];
-        for (index_t row = 0; row < r.hidden.rows(); ++row)
-          for (index_t c = 0; c < k; ++c)
-            gate_gradient_(row / tokens_, offset + c) += static_cast<double>(host[std::size_t(row * k + c)]);
+        sample_sums_.resize(*backend_, shape{samples_, k});  // per sample: ones[1, tokens] x product_b [tokens, k]
+        backend_->gemm_strided_batched(transpose::no, transpose::no, 1, k, tokens_, scalar_type(1), ones_.data(), tokens_, 0,
+                                       r.product.data(), k, tokens_ * k, scalar_type(0), sample_sums_.data(), k, k,
+                                       samples_);
+        const auto host = sample_sums_.to_host();  // [samples, k]: one small copy per task
+        for (index_t i = 0; i < samples_; ++i)
+          for (index_t c = 0; c < k; ++c) gate_gradient_(i, offset + c) = static_cast<double>(host[std::size_t(i * k + c)]);
       }
       if (!through_gate) return;
       dual_gating::backward(config_.gate, config_.gate_temperature, projections_, norms2_, offsets_, scores_, gates_,
@@ -365,15 +372,28 @@ struct dual_lora {
       dual_gating::forward(config_.gate, config_.gate_temperature, projections_, norms2_, offsets_, scores_, gates_);
     }
 
-    /// gate_rows [rows, k_j]: row r carries the gates of its sample (r / tokens) for task j's columns.
+    /// The gates [samples, K] to the backend (one host -> backend copy per forward), and a ones vector [tokens].
+    void upload_sample_gates() {
+      staging_.resize(std::size_t(gates_.size()));
+      for (index_t i = 0; i < samples_; ++i)
+        for (index_t c = 0; c < gates_.cols(); ++c)
+          staging_[std::size_t(i * gates_.cols() + c)] = static_cast<scalar_type>(gates_(i, c));
+      sample_gates_.resize(*backend_, shape{samples_, index_t(gates_.cols())});
+      backend_->copy_from_host(staging_.data(), sample_gates_.data(), sample_gates_.numel());
+      if (ones_.empty() || ones_.numel() != tokens_) {
+        ones_.resize(*backend_, shape{tokens_});
+        ones_.fill(scalar_type(1));
+      }
+    }
+
+    /// gate_rows [rows, k_j]: row r carries its sample's (r / tokens) gates for task j's columns, broadcast on the
+    /// backend: per sample, ones[tokens, 1] x gates[sample, offset : offset + k] [1, k].
     void expand_gates(index_t task, index_t rows, residual_task& r) {
-      const index_t k = r.u.rows(), offset = offsets_[std::size_t(task)];
-      staging_.resize(std::size_t(rows * k));
-      for (index_t row = 0; row < rows; ++row)
-        for (index_t c = 0; c < k; ++c)
-          staging_[std::size_t(row * k + c)] = static_cast<scalar_type>(gates_(row / tokens_, offset + c));
+      const index_t k = r.u.rows(), offset = offsets_[std::size_t(task)], columns = sample_gates_.cols();
       r.gate_rows.resize(*backend_, shape{rows, k});
-      backend_->copy_from_host(staging_.data(), r.gate_rows.data(), rows * k);
+      backend_->gemm_strided_batched(transpose::no, transpose::no, tokens_, k, 1, scalar_type(1), ones_.data(), 1, 0,
+                                     sample_gates_.data() + offset, columns, columns, scalar_type(0), r.gate_rows.data(), k,
+                                     tokens_ * k, samples_);
     }
 
     B* backend_;
@@ -381,6 +401,7 @@ struct dual_lora {
     index_t in_, out_;
     bool gradients_enabled_ = true;
     tensor<B> a_, b_, a_gradient_, b_gradient_, hidden_, hidden_gradient_, cls_rows_, no_gradient_;
+    tensor<B> sample_gates_, ones_, sample_sums_;  // gates [samples, K], ones [tokens], per-sample sums [samples, k]
     frozen_history<B> history_;
     input_covariance<B> covariance_;
     const_tensor_view<B> input_;

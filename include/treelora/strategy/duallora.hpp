@@ -132,7 +132,8 @@ class dual_lora_strategy {
   void begin_task(M& model, const training_context& context) {
     static_assert(std::is_same_v<typename M::adapter_type, dual_lora::adapter<B>>,
                   "dual_lora_strategy: the model's adapters must be dual_lora");
-    auto adapters = model.factorized_adapters();
+    adapters_ = model.factorized_adapters();  // cached for after_backward: no allocation per step
+    const auto& adapters = adapters_;
     if (adapters.empty()) throw_invalid_argument("dual_lora_strategy::begin_task", "the model has no DualLoRA adapters");
     if (memories_.empty())
       for (auto* a : adapters) memories_.emplace_back(a->in_features(), options_.memory);
@@ -165,10 +166,8 @@ class dual_lora_strategy {
 
   /// Choice B: A_o's gradient loses its component in span(M_{t-1}); choice A needs nothing (A_o is fixed).
   template <FactorizedModel M>
-  double after_backward(M& model, const training_context&) {
-    if (projectors_.empty()) return 0.0;
-    auto adapters = model.factorized_adapters();
-    for (std::size_t i = 0; i < adapters.size(); ++i) projectors_[i].project_out(adapters[i]->a_gradient());
+  double after_backward(M&, const training_context&) {
+    for (std::size_t i = 0; i < projectors_.size(); ++i) projectors_[i].project_out(adapters_[i]->a_gradient());
     return 0.0;
   }
 
@@ -243,6 +242,7 @@ class dual_lora_strategy {
   dual_lora_options options_;
   std::vector<gpm_memory> memories_;
   std::vector<gpm_projector<B>> projectors_;
+  std::vector<dual_lora::adapter<B>*> adapters_;
   mutable std::vector<std::vector<index_t>> task_classes_;
   std::vector<double> own_energy_;
   index_t finished_ = 0;
