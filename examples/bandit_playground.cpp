@@ -52,7 +52,7 @@ int main() {
   play(uniform_policy(), "uniform", {});
   play(exhaustive(), "exhaustive", {});
 
-  std::printf("\nThe released softmax UCB puts MORE probability on LARGER distances (spec 1.2), so it pulls the\n"
+  std::printf("\nThe released softmax UCB puts MORE probability on LARGER distances (docs/treelora.md 1.2), so it pulls the\n"
               "far arms; Lcb and the other minimisers settle on arm %lld.\n", static_cast<long long>(best));
   std::ofstream csv("bandit_playground.csv"), svg("bandit_playground.svg");
   write_regret_csv(csv, curves, 10);

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -17,8 +18,11 @@
 #include <string>
 #include <vector>
 
+#include <treelora/io/atomic_file.hpp>
+#include <treelora/io/cli.hpp>
 #include <treelora/io/json.hpp>
 #include <treelora/io/svg.hpp>
+#include <treelora/metrics/report.hpp>
 #include <treelora/strategy/duallora.hpp>
 #include <treelora/strategy/inflora.hpp>
 #include <treelora/strategy/olora.hpp>
@@ -51,8 +55,12 @@ struct options {
   double reference_strength = 0.5, pull_strength = 1e-2;
   index_t pretrain_epochs = 3, pretrain_images = 20000;
   std::string dual_orthogonal = "A", dual_gate = "energy", dual_calibration = "bayes", dual_task_score = "energy";  // DualLoRA's reconstructed choices
+  double divergence_factor = 4;  // stop a run whose loss exceeds this many times chance (0: off)
   std::string preset = "default";
 };
+
+const std::vector<std::string> known_methods = {"SeqLoRA", "TreeLoRA-reference", "TreeLoRA-paper", "InfLoRA",
+                                                "O-LoRA", "DualLoRA", "Joint"};
 
 const char* usage =
     "usage: split_fashion_mnist [options]\n"
@@ -74,15 +82,13 @@ const char* usage =
     "  --dual-orthogonal A|B     DualLoRA orthogonal adapter: per-task fixed A (A) or shared projected LoRA (B)\n"
     "  --dual-gate G             DualLoRA gate: energy, softmax, per-basis, top1 (default energy)\n"
     "  --dual-calibration C      DualLoRA calibration: bayes, confident-task, none (default bayes)\n"
-    "  --dual-task-score S       DualLoRA task score: energy (s_j) or relative (s_j / own-task share) (default energy)\n";
+    "  --dual-task-score S       DualLoRA task score: energy (s_j) or relative (s_j / own-task share) (default energy)\n"
+    "  --divergence-factor X     stop with an error when a task's loss (mean of 20 steps) exceeds X times\n"
+    "                            max(ln classes, 1); 0 turns the guard off (default 4)\n"
+    "Every option is checked before any training; results are written after every finished run.\n";
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream in(text);
-  for (std::string item; std::getline(in, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
+vit_config model_config(const options& o, std::uint64_t seed);
+dual_lora::config dual_config(const options& o, std::uint64_t seed);
 
 options parse(int argc, char** argv) {
   options o;
@@ -116,51 +122,49 @@ options parse(int argc, char** argv) {
     } else {
       throw_invalid_argument("split_fashion_mnist", concat("option ", key, " needs a value\n", usage));
     }
-    const auto integer = [&] {
-      std::size_t used = 0;
-      const long long v = std::stoll(value, &used);
-      if (used != value.size()) throw_invalid_argument("split_fashion_mnist", concat(key, " expects an integer, got '", value, "'"));
-      return static_cast<index_t>(v);
-    };
-    const auto real = [&] {
-      std::size_t used = 0;
-      const double v = std::stod(value, &used);
-      if (used != value.size()) throw_invalid_argument("split_fashion_mnist", concat(key, " expects a number, got '", value, "'"));
-      return v;
-    };
+    const auto count = [&](std::int64_t low, std::int64_t high) { return cli::parse_integer(key, value, low, high); };
+    const auto real = [&](double low, double high) { return cli::parse_real(key, value, low, high); };
+    constexpr std::int64_t big = std::int64_t(1) << 31;
     if (key == "--out") o.out = value;
     else if (key == "--data") o.data = value;
     else if (key == "--cache") o.cache = value;
-    else if (key == "--methods") o.methods = split_list(value);
-    else if (key == "--seeds") {
+    else if (key == "--methods") {
+      o.methods.clear();
+      for (const auto& m : cli::parse_list(key, value)) o.methods.push_back(cli::parse_choice(key, m, known_methods));
+    } else if (key == "--seeds") {
       o.seeds.clear();
-      for (const auto& s : split_list(value)) o.seeds.push_back(std::stoull(s));
-    } else if (key == "--train-per-class") o.train_per_class = integer();
-    else if (key == "--test-per-class") o.test_per_class = integer();
-    else if (key == "--epochs") o.epochs = integer();
-    else if (key == "--batch") o.batch = integer();
-    else if (key == "--threads") o.threads = integer();
-    else if (key == "--lr") o.learning_rate = real();
-    else if (key == "--patch") o.patch = integer();
-    else if (key == "--width") o.width = integer();
-    else if (key == "--depth") o.depth = integer();
-    else if (key == "--heads") o.heads = integer();
-    else if (key == "--mlp-ratio") o.mlp_ratio = real();
-    else if (key == "--rank") o.rank = integer();
-    else if (key == "--alpha") o.alpha = real();
-    else if (key == "--reference-strength") o.reference_strength = real();
-    else if (key == "--pull-strength") o.pull_strength = real();
-    else if (key == "--pretrain-epochs") o.pretrain_epochs = integer();
-    else if (key == "--pretrain-images") o.pretrain_images = integer();
-    else if (key == "--dual-orthogonal") o.dual_orthogonal = value;
-    else if (key == "--dual-gate") o.dual_gate = value;
-    else if (key == "--dual-calibration") o.dual_calibration = value;
-    else if (key == "--dual-task-score") o.dual_task_score = value;
-    else throw_invalid_argument("split_fashion_mnist", concat("unknown option ", key, "\n", usage));
+      for (const auto& s : cli::parse_list(key, value)) o.seeds.push_back(cli::parse_unsigned(key, s));
+    } else if (key == "--train-per-class") o.train_per_class = count(0, 6000);
+    else if (key == "--test-per-class") o.test_per_class = count(0, 1000);
+    else if (key == "--epochs") o.epochs = count(1, 10000);
+    else if (key == "--batch") o.batch = count(1, big);
+    else if (key == "--threads") o.threads = count(1, 1024);
+    else if (key == "--lr") o.learning_rate = real(std::numeric_limits<double>::min(), 1e6);
+    else if (key == "--patch") o.patch = count(1, 28);
+    else if (key == "--width") o.width = count(1, 1 << 16);
+    else if (key == "--depth") o.depth = count(1, 1024);
+    else if (key == "--heads") o.heads = count(1, 1 << 16);
+    else if (key == "--mlp-ratio") o.mlp_ratio = real(1e-3, 1e3);
+    else if (key == "--rank") o.rank = count(1, 1 << 16);
+    else if (key == "--alpha") o.alpha = real(0, 1e9);
+    else if (key == "--reference-strength") o.reference_strength = real(0, 1e9);
+    else if (key == "--pull-strength") o.pull_strength = real(0, 1e9);
+    else if (key == "--pretrain-epochs") o.pretrain_epochs = count(0, 10000);
+    else if (key == "--pretrain-images") o.pretrain_images = count(0, 60000);
+    else if (key == "--dual-orthogonal") o.dual_orthogonal = cli::parse_choice(key, value, {"A", "B"});
+    else if (key == "--dual-gate") o.dual_gate = cli::parse_choice(key, value, {"energy", "softmax", "per-basis", "top1"});
+    else if (key == "--dual-calibration") o.dual_calibration = cli::parse_choice(key, value, {"bayes", "confident-task", "none"});
+    else if (key == "--dual-task-score") o.dual_task_score = cli::parse_choice(key, value, {"energy", "relative"});
+    else if (key == "--divergence-factor") {
+      o.divergence_factor = real(0, 1e9);
+      if (o.divergence_factor != 0 && o.divergence_factor <= 1)
+        throw_invalid_argument("split_fashion_mnist", concat("--divergence-factor ", value, " must be 0 (off) or > 1"));
+    } else throw_invalid_argument("split_fashion_mnist", concat("unknown option ", key, "\n", usage));
   }
   if (o.seeds.empty() || o.methods.empty()) throw_invalid_argument("split_fashion_mnist", "needs at least one seed and one method");
-  if (o.epochs <= 0 || o.batch <= 0 || o.threads <= 0)
-    throw_invalid_argument("split_fashion_mnist", concat("epochs ", o.epochs, ", batch ", o.batch, ", threads ", o.threads, " must be positive"));
+  // Build every configuration once now, so that a bad combination fails before any training.
+  (void)model_config(o, 0);
+  (void)dual_config(o, 0);
   return o;
 }
 
@@ -168,18 +172,19 @@ json::object config_json(const options& o) {
   json::object c;
   std::vector<std::string> methods, seeds;
   for (const auto& m : o.methods) methods.push_back(json::quote(m));
-  for (auto s : o.seeds) seeds.push_back(json::number(double(s)));
+  for (auto s : o.seeds) seeds.push_back(json::number(s));
   c.add_string("preset", o.preset).add("methods", json::array(methods)).add("seeds", json::array(seeds))
-      .add_bool("shuffled_order", o.shuffled_order).add_number("train_per_class", double(o.train_per_class))
-      .add_number("test_per_class", double(o.test_per_class)).add_number("epochs", double(o.epochs))
-      .add_number("batch", double(o.batch)).add_number("learning_rate", o.learning_rate).add_number("threads", double(o.threads))
-      .add_number("patch", double(o.patch)).add_number("width", double(o.width)).add_number("depth", double(o.depth))
-      .add_number("heads", double(o.heads)).add_number("mlp_ratio", o.mlp_ratio).add_number("lora_rank", double(o.rank))
+      .add_bool("shuffled_order", o.shuffled_order).add_number("train_per_class", o.train_per_class)
+      .add_number("test_per_class", o.test_per_class).add_number("epochs", o.epochs)
+      .add_number("batch", o.batch).add_number("learning_rate", o.learning_rate).add_number("threads", o.threads)
+      .add_number("patch", o.patch).add_number("width", o.width).add_number("depth", o.depth)
+      .add_number("heads", o.heads).add_number("mlp_ratio", o.mlp_ratio).add_number("lora_rank", o.rank)
       .add_number("lora_alpha", o.alpha).add_string("lora_targets", "q,v")
       .add_number("reference_strength", o.reference_strength).add_number("pull_strength", o.pull_strength)
-      .add_number("pretrain_epochs", double(o.pretrain_epochs)).add_number("pretrain_images", double(o.pretrain_images))
+      .add_number("pretrain_epochs", o.pretrain_epochs).add_number("pretrain_images", o.pretrain_images)
       .add_string("dual_orthogonal", o.dual_orthogonal).add_string("dual_gate", o.dual_gate)
-      .add_string("dual_calibration", o.dual_calibration).add_string("dual_task_score", o.dual_task_score);
+      .add_string("dual_calibration", o.dual_calibration).add_string("dual_task_score", o.dual_task_score)
+      .add_number("divergence_factor", o.divergence_factor);
   return c;
 }
 
@@ -194,19 +199,17 @@ vit_config model_config(const options& o, std::uint64_t seed) {
 // ------------------------------------------------------------------------------------------------- DualLoRA choices
 dual_lora::config dual_config(const options& o, std::uint64_t seed) {
   dual_lora::config c{.rank = o.rank, .seed = seed};
-  if (o.dual_orthogonal == "B") c.orthogonal = dual_orthogonal::shared_projected;
-  else if (o.dual_orthogonal != "A") throw_invalid_argument("split_fashion_mnist", concat("--dual-orthogonal is A or B, got '", o.dual_orthogonal, "'"));
+  c.orthogonal = o.dual_orthogonal == "B" ? dual_orthogonal::shared_projected : dual_orthogonal::per_task_fixed_a;
   const std::map<std::string, dual_gate> gates = {{"energy", dual_gate::energy}, {"softmax", dual_gate::softmax},
                                                   {"per-basis", dual_gate::per_basis}, {"top1", dual_gate::top1}};
-  if (!gates.contains(o.dual_gate)) throw_invalid_argument("split_fashion_mnist", concat("unknown --dual-gate '", o.dual_gate, "'"));
   c.gate = gates.at(o.dual_gate);
   return c;
 }
-dual_calibration dual_calibration_of(const std::string& name) {
-  if (name == "bayes") return dual_calibration::bayes;
-  if (name == "confident-task") return dual_calibration::confident_task;
-  if (name == "none") return dual_calibration::none;
-  throw_invalid_argument("split_fashion_mnist", concat("unknown --dual-calibration '", name, "'"));
+dual_lora_options dual_options(const options& o) {
+  return {.task_score = o.dual_task_score == "energy" ? dual_task_score::energy : dual_task_score::relative,
+          .calibration = o.dual_calibration == "bayes"            ? dual_calibration::bayes
+                         : o.dual_calibration == "confident-task" ? dual_calibration::confident_task
+                                                                  : dual_calibration::none};
 }
 
 // ------------------------------------------------------------------------------------------------- one run
@@ -224,7 +227,8 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
   vit<F> model(backend, model_config(o, seed));
   model.load_backbone_state(backbone);
   const auto optimizer = [&](parameter_list<F> p) { return adam<F>(std::move(p), {.learning_rate = o.learning_rate}); };
-  const runner_options run{.epochs_per_task = o.epochs, .batch_size = o.batch, .seed = seed};
+  const runner_options run{.epochs_per_task = o.epochs, .batch_size = o.batch, .seed = seed,
+                           .guard = {.enabled = o.divergence_factor > 0, .factor = o.divergence_factor}};
   progress_bar progress(concat("[", method, " seed ", seed, "]"));
   run_record record{method, seed, run_result{method, accuracy_matrix(0), accuracy_matrix(0), accuracy_matrix(0)}, {}};
   // ---- methods ----
@@ -259,16 +263,14 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
   } else if (method == "DualLoRA") {
     vit<F, dual_lora> d_model(backend, model_config(o, seed), dual_config(o, seed));
     d_model.load_backbone_state(backbone);
-    if (o.dual_task_score != "energy" && o.dual_task_score != "relative")
-      throw_invalid_argument("split_fashion_mnist", concat("--dual-task-score is energy or relative, got '", o.dual_task_score, "'"));
-    dual_lora_strategy<F> strategy(stream, {.task_score = o.dual_task_score == "energy" ? dual_task_score::energy : dual_task_score::relative,
-                                            .calibration = dual_calibration_of(o.dual_calibration)});
+    dual_lora_strategy<F> strategy(stream, dual_options(o));
     record.result = run_stream(d_model, stream, strategy, optimizer, run, progress);
   } else {
     throw_invalid_argument("split_fashion_mnist", concat("unknown method '", method, "'\n", usage));
   }
   // ---- end of methods ----
   record.result.method = method;
+  record.result.seed = seed;
   return record;
 }
 
@@ -321,40 +323,17 @@ double stddev(const std::vector<double>& v) {
   return std::sqrt(s / double(v.size() - 1));
 }
 
+/// results.json / results.csv through the library's writer (metrics/report.hpp), then the plots; every file is written
+/// atomically. Called after every finished run, so a failure later keeps what finished.
 void write_reports(const options& o, const std::vector<run_record>& records) {
   namespace fs = std::filesystem;
   const fs::path out = o.out;
-  const std::string config = config_json(o).str("    ");
-  std::vector<std::string> rows;
-  std::ofstream csv(out / "results.csv");
-  csv << "method,protocol,seed,acc,aia,bwt,bwt_released,forgetting,fwt,task_identity,seconds,peak_bytes,"
-         "trainable_parameters,state_bytes\n";
-  for (const auto& r : records)
-    for (const auto& p : protocols) {
-      const auto& m = p.matrix(r.result);
-      const bool task_il = std::string(p.name) == "task-IL";
-      const double acc = final_average_accuracy(m), aia = safe([&] { return average_incremental_accuracy(m); });
-      const double bwt = safe([&] { return backward_transfer(m); }), bwt_r = safe([&] { return backward_transfer_released(m); });
-      const double fgt = safe([&] { return forgetting(m); });
-      const double fwt = task_il ? safe([&] { return forward_transfer(m, r.result.before); }) : std::nan("");
-      const double identity = task_il ? std::nan("") : final_average_accuracy(r.result.task_identity);
-      const double peak = r.result.peak_bytes.empty() ? 0 : double(r.result.peak_bytes.back());
-      const double state = r.result.state_bytes.empty() ? 0 : double(r.result.state_bytes.back());
-      json::object row;
-      row.add_string("method", r.method).add_string("protocol", p.name).add_number("seed", double(r.seed))
-          .add_number("acc", acc).add_number("aia", aia).add_number("bwt", bwt).add_number("bwt_released", bwt_r)
-          .add_number("forgetting", fgt).add_number("fwt", fwt).add_number("task_identity", identity)
-          .add_number("seconds", r.result.seconds).add_number("peak_bytes", peak)
-          .add_number("trainable_parameters", double(r.result.trainable_parameters)).add_number("state_bytes", state)
-          .add_number("steps", double(r.result.steps)).add("train_seconds_per_task", json::numbers(r.result.train_seconds))
-          .add("matrix", json::numbers(matrix_values(m))).add("config", config);
-      rows.push_back(row.str("  "));
-      csv << r.method << ',' << p.name << ',' << r.seed << ',' << json::number(acc) << ',' << json::number(aia) << ','
-          << json::number(bwt) << ',' << json::number(bwt_r) << ',' << json::number(fgt) << ',' << json::number(fwt) << ','
-          << json::number(identity) << ',' << r.result.seconds << ',' << peak << ',' << r.result.trainable_parameters << ','
-          << state << '\n';
-    }
-  std::ofstream(out / "results.json") << json::array(rows, ",\n") << "\n";
+  std::vector<run_result> results;
+  for (const auto& r : records) results.push_back(r.result);
+  write_results(out, results, config_json(o).str("    "));
+  const auto write_svg = [&](const std::string& name, const std::function<void(std::ostream&)>& draw) {
+    write_file_atomically(out / name, draw);
+  };
 
   // Plots: mean matrices per method and protocol, accuracy after each task, learned trees.
   std::map<std::string, std::vector<const run_record*>> by_method;
@@ -370,23 +349,26 @@ void write_reports(const options& o, const std::vector<run_record>& records) {
         for (std::size_t i = 0; i < v.size(); ++i) sum[i] += v[i] / double(runs.size());
         for (std::size_t i = 0; i < c.size(); ++i) curve[i] += c[i] / double(runs.size());
       }
-      std::ofstream heat(out / ("heatmap_" + method + "_" + p.name + ".svg"));
-      svg::heat_map(heat, sum, std::size_t(tasks), std::size_t(tasks),
-                    concat(method, " ", p.name, ": accuracy (%) after task i on task j, mean of ", runs.size(), " seeds"),
-                    "after T", "T");
+      write_svg("heatmap_" + method + "_" + p.name + ".svg", [&](std::ostream& heat) {
+        svg::heat_map(heat, sum, std::size_t(tasks), std::size_t(tasks),
+                      concat(method, " ", p.name, ": accuracy (%) after task i on task j, mean of ", runs.size(), " seeds"),
+                      "after T", "T");
+      });
       std::vector<double> x(static_cast<std::size_t>(tasks));
       for (index_t i = 0; i < tasks; ++i) x[std::size_t(i)] = double(i + 1);
       for (auto& v : curve) v *= 100;
       lines.push_back({method, x, curve});
     }
-    std::ofstream chart(out / (std::string("accuracy_after_each_task_") + p.name + ".svg"));
-    svg::line_chart(chart, lines, {.title = concat("Split Fashion-MNIST, ", p.name, ": mean accuracy on the tasks seen so far"),
-                                   .x_label = "tasks learned", .y_label = "accuracy (%)"});
+    write_svg(std::string("accuracy_after_each_task_") + p.name + ".svg", [&](std::ostream& chart) {
+      svg::line_chart(chart, lines, {.title = concat("Split Fashion-MNIST, ", p.name, ": mean accuracy on the tasks seen so far"),
+                                     .x_label = "tasks learned", .y_label = "accuracy (%)"});
+    });
   }
   for (const auto& [method, runs] : by_method)
     if (!runs[0]->tree.empty()) {
-      std::ofstream tree(out / ("tree_" + method + ".svg"));
-      svg::tree_diagram(tree, runs[0]->tree, concat(method, ": the learned task tree (seed ", runs[0]->seed, ")"));
+      write_svg("tree_" + method + ".svg", [&](std::ostream& tree) {
+        svg::tree_diagram(tree, runs[0]->tree, concat(method, ": the learned task tree (seed ", runs[0]->seed, ")"));
+      });
     }
 }
 
@@ -431,8 +413,7 @@ int main(int argc, char** argv) try {
 #if defined(_OPENMP)
   omp_set_num_threads(static_cast<int>(o.threads));
 #endif
-  std::filesystem::create_directories(o.out);
-  std::filesystem::create_directories(o.cache);
+  require_writable_folder(o.out);  // before any work: a run must not train for an hour and then fail to write
   std::fprintf(stderr, "treelora %d.%d.%d: Split Fashion-MNIST (%s preset), methods:", version_major, version_minor,
                version_patch, o.preset.c_str());
   for (const auto& m : o.methods) std::fprintf(stderr, " %s", m.c_str());
@@ -461,10 +442,10 @@ int main(int argc, char** argv) try {
       if (method != "Joint")
         std::printf("class-IL:\n%s", r.class_il.to_table().c_str());
       std::fflush(stdout);
+      write_reports(o, records);  // after every run: a failure later keeps what finished
     }
   }
   print_summary(records);
-  write_reports(o, records);
   std::printf("wrote %s/results.json, results.csv and SVG plots\n", o.out.c_str());
   return 0;
 } catch (const std::exception& e) {

@@ -1,4 +1,4 @@
-// The bandit policies: the spec's toy probabilities for the reference policy, every policy against a
+// The bandit policies: the toy probabilities of docs/treelora.md for the reference policy, every policy against a
 // brute-force recomputation of its rule on small instances, the smooth-tree Lcb descent against an
 // independent recursion, the backend driver's residuals, input errors, and Lcb's regret growing
 // sublinearly in T on a smooth-tree instance (slope of log regret vs log T below 0.7).
@@ -94,7 +94,7 @@ double naive_bound(const std::vector<tree_node>& nodes, index_t v, const std::ve
 
 }  // namespace
 
-TEST_CASE("reference softmax UCB: the spec's toy probabilities") {
+TEST_CASE("reference softmax UCB: the toy probabilities of docs/treelora.md") {
   softmax_distance_ucb<float> policy;
   random::generator gen(1);
   policy.reset(bandit_setup{2, 1, 100});

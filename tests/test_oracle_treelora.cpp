@@ -1,7 +1,8 @@
-// The released TreeLoRA code's outputs (../shared/oracle/treelora_reference.json) reproduced in reference
-// mode on cpu_backend<float>: every tree exactly (membership, order, depth, leaves) with its medians, and
-// every recorded selection step (first-draw and per-module probabilities, sim and count afterwards) when
-// the recorded draws are replayed. Also checks the test-only JSON reader.
+// The released TreeLoRA code's outputs (tests/data/oracle/treelora_reference.json; its format is in the
+// README.md beside it) reproduced in reference mode on cpu_backend<float>: every tree exactly (membership,
+// order, depth, leaves) with its medians, and every recorded selection step (first-draw and per-module
+// probabilities, sim and count afterwards) when the recorded draws are replayed. Also checks the test-only
+// JSON reader. The data folder comes from the compile definition TREELORA_TEST_DATA_DIR (tests/CMakeLists.txt).
 #include "test_support.hpp"
 
 #include <cstdio>
@@ -18,7 +19,7 @@ using backend_type = cpu_backend<float>;
 namespace {
 
 const json& oracle() {
-  static const json data = json::parse_file(std::string(TREELORA_SHARED_DIR) + "/oracle/treelora_reference.json");
+  static const json data = json::parse_file(std::string(TREELORA_TEST_DATA_DIR) + "/oracle/treelora_reference.json");
   return data;
 }
 

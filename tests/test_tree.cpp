@@ -1,4 +1,4 @@
-// The task tree: the spec's toy split, a brute-force tree on the host for every similarity x split
+// The task tree: the toy split of docs/treelora.md, a brute-force tree on the host for every similarity x split
 // policy, the positional fallback, layer maps, incremental insertion and the storage budget, printing,
 // drift vectors, planted-hierarchy recovery (adjusted Rand index) and the ARI itself.
 #include "test_support.hpp"
@@ -24,7 +24,7 @@ std::vector<tensor<B>> host_vectors(B& backend, const std::vector<std::vector<do
   return out;
 }
 
-// ---- brute force: the spec 1.1 recursion written plainly on host doubles
+// ---- brute force: the docs/treelora.md 1.1 recursion written plainly on host doubles
 struct naive_node {
   std::vector<index_t> tasks;
   index_t depth;
@@ -109,7 +109,7 @@ double naive_dot(const double* a, const double* b, index_t d) {
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("spec toy: 8 tasks with distinct scores split 5 / 3 at the root", B, TREELORA_TEST_BACKENDS) {
+TEST_CASE_TEMPLATE("toy (docs/treelora.md): 8 tasks with distinct scores split 5 / 3 at the root", B, TREELORA_TEST_BACKENDS) {
   B backend;
   std::vector<std::vector<double>> values;
   for (int k : {3, 8, 1, 5, 7, 2, 6, 4}) values.push_back({static_cast<double>(k)});

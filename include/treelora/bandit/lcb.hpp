@@ -1,4 +1,4 @@
-// treelora/bandit/lcb.hpp: the paper's bandit (spec 2): deterministic minimum lower confidence bound,
+// treelora/bandit/lcb.hpp: the paper's bandit (docs/treelora.md 2): deterministic minimum lower confidence bound,
 // flat on plain arms or as a hierarchical smooth-tree descent over a task tree.
 //
 //   leaf arm:       LCB_k = mu_k - c sqrt(log t / n_k)                       (c = 2 in the paper)

@@ -1,4 +1,4 @@
-// treelora/bandit/softmax_distance_ucb.hpp: the released TreeLoRA selection (reference mode, spec 1.2).
+// treelora/bandit/softmax_distance_ucb.hpp: the released TreeLoRA selection (reference mode, docs/treelora.md 1.2).
 //
 // A softmax over a distance-UCB, guided by the root split of the task tree. It is reproduced exactly,
 // quirks included, with the arithmetic in Real (float: the released code ran float32 tensors) so the
@@ -21,7 +21,7 @@ class softmax_distance_ucb {
  public:
   static constexpr std::string_view name() { return "softmax_distance_ucb"; }
 
-  /// Epoch start (spec 1: sim = 0, count = 0). The root split of setup.hierarchy (if any) is copied.
+  /// Epoch start (docs/treelora.md 1: sim = 0, count = 0). The root split of setup.hierarchy (if any) is copied.
   void reset(const bandit_setup& setup) {
     detail::require_setup("softmax_distance_ucb::reset", setup);
     setup_ = setup;

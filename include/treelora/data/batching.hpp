@@ -49,6 +49,9 @@ inline labelled_set subset(const labelled_set& set, std::span<const index_t> ind
   labelled_set out;
   out.example_shape = set.example_shape;
   const index_t size = set.example_size();
+  if (set.features.size() != set.labels.size() * static_cast<std::size_t>(size))
+    throw_invalid_argument("subset", concat("the set has ", set.features.size(), " feature values for ", set.labels.size(),
+                                            " examples of shape ", set.example_shape.to_string()));
   out.features.reserve(indices.size() * static_cast<std::size_t>(size));
   out.labels.reserve(indices.size());
   for (index_t i : indices) {

@@ -1,8 +1,10 @@
 // treelora/io/json.hpp: a minimal JSON writer for reports (results.json): objects, arrays, strings, numbers.
-// Non-finite numbers are written as null (JSON has no NaN).
+// Integers are written exactly, doubles with 17 significant digits (they read back to the same value);
+// non-finite numbers are written as null (JSON has no NaN).
 #pragma once
 
 #include <cmath>
+#include <concepts>
 #include <cstdio>
 #include <ostream>
 #include <string>
@@ -31,11 +33,18 @@ inline std::string quote(const std::string& text) {
   return out + "\"";
 }
 
+/// A double that reads back to the same value: 17 significant digits (non-finite: null).
 inline std::string number(double v) {
   if (!std::isfinite(v)) return "null";
   char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%.10g", v);
+  std::snprintf(buffer, sizeof buffer, "%.17g", v);
   return buffer;
+}
+/// Integers are written exactly (a seed of 12345678901 stays 12345678901, not 1.23456789e+10).
+template <std::integral Integer>
+  requires(!std::same_as<Integer, bool>)
+std::string number(Integer v) {
+  return std::to_string(v);
 }
 
 /// Writes one object as {"key": value, ...}; values are already-encoded JSON text.
@@ -47,6 +56,11 @@ class object {
   }
   object& add_string(const std::string& key, const std::string& value) { return add(key, quote(value)); }
   object& add_number(const std::string& key, double value) { return add(key, number(value)); }
+  template <std::integral Integer>
+    requires(!std::same_as<Integer, bool>)
+  object& add_number(const std::string& key, Integer value) {
+    return add(key, number(value));
+  }
   object& add_bool(const std::string& key, bool value) { return add(key, value ? "true" : "false"); }
   std::string str(const std::string& indent = "") const {
     std::string out = "{";

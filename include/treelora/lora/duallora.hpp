@@ -1,7 +1,7 @@
 // treelora/lora/duallora.hpp: the DualLoRA factorisation (Chen et al., arXiv 2411.00623, "Dual Low-Rank Adaptation
 // for Continual Learning with Pre-Trained Models" / "Replay-Free Continual Low-Rank Adaptation with Dynamic
-// Memory"). No public code and no equations were reachable: this is the reconstruction of
-// ../shared/spec/duallora-and-baselines.md, and every choice it marks is an option here (docs/strategies.md).
+// Memory"). No public code and no equations were reachable: this is our reconstruction, documented with every
+// reconstructed choice (each an option here) in docs/strategies.md, section DualLoRA.
 //
 // For an input x of a sample whose CLS feature at this layer is c (the sample's first row of x when x is
 // [batch, tokens, in]; the row itself when x is [rows, in]):

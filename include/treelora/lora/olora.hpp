@@ -3,7 +3,7 @@
 //
 // A new standard LoRA per task (A Kaiming-uniform, B zeros, scale s = alpha / r); earlier tasks' LoRAs are frozen
 // and summed at inference:  y = W0 x + b0 + sum_{i<t} s B_i A_i x + s B_t A_t x.
-// The orthogonality loss against the earlier A's (spec: sum of absolute entries):
+// The orthogonality loss against the earlier A's (O-LoRA: the sum of absolute entries):
 //   L_orth = lambda1 sum_{i<t} sum |A_i A_t^T|,   d L_orth / d A_t = lambda1 sum_i sign(A_i A_t^T)^T A_i
 // computed as ONE product against the stacked earlier A's [sum r_i, in]. The optional L2 term on the new LoRA is
 // O-LoRA's released form, lambda2 (||A_t||_F + ||B_t||_F) (norms, not squared), gradient lambda2 P / ||P||_F.

@@ -23,7 +23,7 @@ namespace treelora {
 
 /// Which matrix the energy rule is applied to when the memory is fed a covariance C = R R^T.
 enum class energy_rule {
-  representation,       ///< the spec's GPM rule on R (C's eigenvalues are R's s_i^2): the default
+  representation,       ///< the GPM rule on R (docs/strategies.md) (C's eigenvalues are R's s_i^2): the default
   covariance_spectrum,  ///< InfLoRA's released code: the rule applied to C itself, as if C were R (quirk)
 };
 

@@ -51,9 +51,9 @@ class mlp_classifier {
   }
 
   const_tensor_view<B> forward(const_tensor_view<B> x) {
-    if (x.numel() % config_.inputs != 0)
+    if (x.shape().rank() < 2 || x.shape().cols() != config_.inputs)
       throw_invalid_argument("mlp_classifier::forward", concat("input ", x.shape().to_string(), " is not a batch of ",
-                                                                config_.inputs, " features"));
+                                                                config_.inputs, " features ([rows, ", config_.inputs, "])"));
     const_tensor_view<B> h = x.reshaped(shape{x.numel() / config_.inputs, config_.inputs});
     for (std::size_t i = 0; i <= hidden_.size(); ++i) {
       pre_activations_[i] = i == 0 ? input_.forward(h) : hidden_[i - 1].forward(h);

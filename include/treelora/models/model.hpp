@@ -4,7 +4,7 @@
 //   backend()           the backend its tensors live on,
 //   set_training(bool)  switches train-only behaviour (dropout),
 //   adapters()          lists its LoRA adapters IN MODEL ORDER (block0.q, block0.v, block1.q, ...): this order
-//                       is the module index l of the TreeLoRA spec (L = adapters().size()).
+//                       is the module index l of TreeLoRA (docs/treelora.md) (L = adapters().size()).
 // The engine reads and regularises the adapters through these views; it never needs the model's type.
 #pragma once
 

@@ -4,6 +4,7 @@
 //   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 #pragma once
 
+#include <cmath>
 #include <vector>
 
 #include "treelora/layers/layer.hpp"
@@ -26,7 +27,13 @@ class adam {
   using scalar_type = typename B::scalar_type;
 
   adam(parameter_list<B> params, adam_options options = {}) : params_(std::move(params)), options_(options) {
-    if (!(options.learning_rate >= 0)) throw_invalid_argument("adam", concat("learning rate ", options.learning_rate, " < 0"));
+    if (!(options.learning_rate >= 0) || !std::isfinite(options.learning_rate))
+      throw_invalid_argument("adam", concat("learning rate ", options.learning_rate, " must be finite and >= 0"));
+    if (!(options.epsilon > 0) || !std::isfinite(options.epsilon))
+      throw_invalid_argument("adam", concat("epsilon ", options.epsilon, " must be finite and > 0 (it keeps the update's "
+                                                                         "denominator away from zero)"));
+    if (!(options.weight_decay >= 0) || !std::isfinite(options.weight_decay))
+      throw_invalid_argument("adam", concat("weight decay ", options.weight_decay, " must be finite and >= 0"));
     if (!(options.beta1 >= 0 && options.beta1 < 1 && options.beta2 >= 0 && options.beta2 < 1))
       throw_invalid_argument("adam", concat("betas (", options.beta1, ", ", options.beta2, ") must be in [0, 1)"));
     for (auto& p : params_) {

@@ -1,4 +1,4 @@
-// treelora/sparse/sparse_rules.hpp: the sparse-update operator S[.] of TreeLoRA (spec section 3) as policies.
+// treelora/sparse/sparse_rules.hpp: the sparse-update operator S[.] of TreeLoRA (docs/treelora.md section 3) as policies.
 // The paper's update is w <- w - alpha S[grad] - ...; the released code has no S (dense). Each rule acts on the
 // LoRA adapters' gradients and says which entries the optimiser step touches (sparse_update), so masked entries
 // cost no optimiser work, and `selected_modules` also skips the adapter-gradient GEMMs of left-out modules.

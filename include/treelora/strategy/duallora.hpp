@@ -31,7 +31,7 @@ namespace treelora {
 
 /// What p(j | x) is a softmax of.
 enum class dual_task_score {
-  energy,    ///< s_j = ||U_j^T c||^2 / ||c||^2 at the last adapter (the spec; default)
+  energy,    ///< s_j = ||U_j^T c||^2 / ||c||^2 at the last adapter (the reconstruction's default)
   relative,  ///< s_j / e_j, e_j = the share of task j's own CLS energy U_j captured at its feature pass
 };
 
@@ -43,7 +43,7 @@ enum class dual_calibration {
 
 struct dual_lora_options {
   double threshold_base = 0.95;  ///< eps_b of the GPM threshold schedule
-  gpm_options memory = {.dual = false, .max_new_bases = 32};  ///< k_j cap = max_new_bases (spec default 32)
+  gpm_options memory = {.dual = false, .max_new_bases = 32};  ///< k_j cap = max_new_bases (default 32, docs/strategies.md)
   double a_scale = 1.0 / std::sqrt(3.0);  ///< choice A: A_o^t = scale * top-r directions
   double task_temperature = 0.05;         ///< tau_id of p(j | x) = softmax(s / tau_id)
   dual_task_score task_score = dual_task_score::energy;
@@ -76,30 +76,59 @@ inline task_prediction predict_task(std::span<const double> scores, double tempe
 }
 
 /// Calibrates one sample's class scores in place; `task_classes[j]` lists task j's classes (the tasks p covers).
+/// Tasks may share classes (a domain-incremental stream): confident_task then keeps every class of the predicted task
+/// (a class is masked only when no confident task lists it), and bayes sums over the tasks that list a class,
+///   logit'_c = log sum_{j lists c} p(j | x)^beta softmax_j(logits)_c,
+/// which is log_softmax within c's task + beta log p(task | x) when every class has one task. Classes that no task
+/// lists are left as they are.
 template <class Scalar>
 void calibrate_logits(std::span<Scalar> row, const std::vector<std::vector<index_t>>& task_classes,
                       const task_prediction& p, const dual_lora_options& options) {
   if (task_classes.size() < p.probabilities.size())
     throw_invalid_argument("calibrate_logits", concat(p.probabilities.size(), " task probabilities for ", task_classes.size(), " tasks"));
-  for (std::size_t j = 0; j < p.probabilities.size(); ++j) {
+  const std::size_t tasks = p.probabilities.size();
+  for (std::size_t j = 0; j < tasks; ++j)
     for (index_t c : task_classes[j])
       if (c < 0 || c >= index_t(row.size()))
         throw_invalid_argument("calibrate_logits", concat("class ", c, " outside ", row.size(), " scores"));
-    switch (options.calibration) {
-      case dual_calibration::none: break;
-      case dual_calibration::confident_task:
-        if (p.confidence >= options.confidence_threshold && index_t(j) != p.task)
-          for (index_t c : task_classes[j]) row[std::size_t(c)] = -std::numeric_limits<Scalar>::infinity();
-        break;
-      case dual_calibration::bayes: {  // log_softmax within task j + beta log p(j | x)
+  switch (options.calibration) {
+    case dual_calibration::none: break;
+    case dual_calibration::confident_task: {
+      if (tasks == 0 || p.task < 0 || p.confidence < options.confidence_threshold) break;
+      const auto& kept = task_classes[std::size_t(p.task)];
+      for (std::size_t j = 0; j < tasks; ++j)
+        if (index_t(j) != p.task)
+          for (index_t c : task_classes[j])
+            if (std::find(kept.begin(), kept.end(), c) == kept.end()) row[std::size_t(c)] = -std::numeric_limits<Scalar>::infinity();
+      break;
+    }
+    case dual_calibration::bayes: {
+      // log-sum-exp per class over the tasks that list it, of log_softmax_j(c) + beta log p(j | x)
+      std::vector<double> best(row.size(), -std::numeric_limits<double>::infinity());
+      std::vector<std::vector<double>> terms(row.size());
+      for (std::size_t j = 0; j < tasks; ++j) {
         double top = -std::numeric_limits<double>::infinity(), total = 0;
         for (index_t c : task_classes[j]) top = std::max(top, double(row[std::size_t(c)]));
         for (index_t c : task_classes[j]) total += std::exp(double(row[std::size_t(c)]) - top);
         const double shift = -top - std::log(total) +
                              options.beta * std::log(std::max(p.probabilities[j], std::numeric_limits<double>::min()));
-        for (index_t c : task_classes[j]) row[std::size_t(c)] = static_cast<Scalar>(double(row[std::size_t(c)]) + shift);
-        break;
+        for (index_t c : task_classes[j]) {
+          const double term = double(row[std::size_t(c)]) + shift;
+          terms[std::size_t(c)].push_back(term);
+          best[std::size_t(c)] = std::max(best[std::size_t(c)], term);
+        }
       }
+      for (std::size_t c = 0; c < row.size(); ++c) {
+        if (terms[c].empty()) continue;
+        if (terms[c].size() == 1) {
+          row[c] = static_cast<Scalar>(terms[c][0]);
+          continue;
+        }
+        double total = 0;
+        for (double t : terms[c]) total += std::exp(t - best[c]);
+        row[c] = static_cast<Scalar>(best[c] + std::log(total));
+      }
+      break;
     }
   }
 }
@@ -128,36 +157,41 @@ class dual_lora_strategy {
   /// Tasks whose training has finished.
   index_t finished_tasks() const { return finished_; }
 
-  template <FactorizedModel M>
+  template <Model M>
   void begin_task(M& model, const training_context& context) {
-    static_assert(std::is_same_v<typename M::adapter_type, dual_lora::adapter<B>>,
-                  "dual_lora_strategy: the model's adapters must be dual_lora");
-    adapters_ = model.factorized_adapters();  // cached for after_backward: no allocation per step
-    const auto& adapters = adapters_;
-    if (adapters.empty()) throw_invalid_argument("dual_lora_strategy::begin_task", "the model has no DualLoRA adapters");
-    if (memories_.empty())
-      for (auto* a : adapters) memories_.emplace_back(a->in_features(), options_.memory);
-    if (memories_.size() != adapters.size())
-      throw_invalid_argument("dual_lora_strategy::begin_task", concat("the model has ", adapters.size(), " adapters, the strategy ",
-                                                                      memories_.size(), " memories: one strategy per model"));
-    for (auto* a : adapters) a->covariance().collect(true, /*cls_only=*/true);
-    detail::feature_pass(model, stream_->tasks.at(std::size_t(context.task)).train, options_.collection_batch_size);
-    for (auto* a : adapters) a->covariance().collect(false);
-    const double threshold = gpm_threshold(context.task, context.tasks, options_.threshold_base);
-    projectors_.clear();
-    for (std::size_t i = 0; i < adapters.size(); ++i) {
-      auto& a = *adapters[i];
-      const Eigen::MatrixXd covariance = a.covariance().to_host();
-      if (a.settings().orthogonal == dual_orthogonal::per_task_fixed_a)
-        a.start_orthogonal_task(options_.a_scale * detail::projected_top_directions(memories_[i], covariance, a.rank()));
-      else
-        projectors_.emplace_back(model.backend(), memories_[i]);  // complement of span(M_{t-1})
-      memories_[i].update_from_covariance(covariance, threshold);
-      const Eigen::MatrixXd& u = memories_[i].last_added();
-      a.add_residual_task(u.transpose());  // A_r^t = U_t^T
-      if (i + 1 == adapters.size()) {       // e_t = trace(U^T C U) / trace(C): the relative task score's scale
-        const double total = covariance.trace();
-        own_energy_.push_back(total > 0 && u.cols() > 0 ? (u.transpose() * covariance * u).trace() / total : 0.0);
+    if constexpr (!uses_factorization<M, dual_lora>) {
+      static_assert(uses_factorization<M, dual_lora>,
+                    "dual_lora_strategy needs a model whose LoRA adapters are DualLoRA's (e.g. vit<B, dual_lora>), not another factorisation");
+    } else {
+      static_assert(std::is_same_v<typename M::adapter_type, dual_lora::adapter<B>>,
+                    "dual_lora_strategy: the model's adapters must be dual_lora");
+      adapters_ = model.factorized_adapters();  // cached for after_backward: no allocation per step
+      const auto& adapters = adapters_;
+      if (adapters.empty()) throw_invalid_argument("dual_lora_strategy::begin_task", "the model has no DualLoRA adapters");
+      if (memories_.empty())
+        for (auto* a : adapters) memories_.emplace_back(a->in_features(), options_.memory);
+      if (memories_.size() != adapters.size())
+        throw_invalid_argument("dual_lora_strategy::begin_task", concat("the model has ", adapters.size(), " adapters, the strategy ",
+                                                                        memories_.size(), " memories: one strategy per model"));
+      for (auto* a : adapters) a->covariance().collect(true, /*cls_only=*/true);
+      detail::feature_pass(model, stream_->tasks.at(std::size_t(context.task)).train, options_.collection_batch_size);
+      for (auto* a : adapters) a->covariance().collect(false);
+      const double threshold = gpm_threshold(context.task, context.tasks, options_.threshold_base);
+      projectors_.clear();
+      for (std::size_t i = 0; i < adapters.size(); ++i) {
+        auto& a = *adapters[i];
+        const Eigen::MatrixXd covariance = a.covariance().to_host();
+        if (a.settings().orthogonal == dual_orthogonal::per_task_fixed_a)
+          a.start_orthogonal_task(options_.a_scale * detail::projected_top_directions(memories_[i], covariance, a.rank()));
+        else
+          projectors_.emplace_back(model.backend(), memories_[i]);  // complement of span(M_{t-1})
+        memories_[i].update_from_covariance(covariance, threshold);
+        const Eigen::MatrixXd& u = memories_[i].last_added();
+        a.add_residual_task(u.transpose());  // A_r^t = U_t^T
+        if (i + 1 == adapters.size()) {       // e_t = trace(U^T C U) / trace(C): the relative task score's scale
+          const double total = covariance.trace();
+          own_energy_.push_back(total > 0 && u.cols() > 0 ? (u.transpose() * covariance * u).trace() / total : 0.0);
+        }
       }
     }
   }
@@ -165,76 +199,91 @@ class dual_lora_strategy {
   template <Model M> void begin_epoch(M&, const training_context&) {}
 
   /// Choice B: A_o's gradient loses its component in span(M_{t-1}); choice A needs nothing (A_o is fixed).
-  template <FactorizedModel M>
+  template <Model M>
   double after_backward(M&, const training_context&) {
-    for (std::size_t i = 0; i < projectors_.size(); ++i) projectors_[i].project_out(adapters_[i]->a_gradient());
-    return 0.0;
+    if constexpr (!uses_factorization<M, dual_lora>) {
+    } else {
+      for (std::size_t i = 0; i < projectors_.size(); ++i) projectors_[i].project_out(adapters_[i]->a_gradient());
+      return 0.0;
+    }
   }
 
-  template <FactorizedModel M>
+  template <Model M>
   void end_task(M& model, const training_context&) {
-    state_bytes_ = 0;
-    auto adapters = model.factorized_adapters();
-    for (std::size_t i = 0; i < adapters.size(); ++i) {
-      adapters[i]->finish_task();
-      state_bytes_ += memories_[i].bytes() + adapters[i]->state_bytes();
+    if constexpr (!uses_factorization<M, dual_lora>) {
+    } else {
+      state_bytes_ = 0;
+      auto adapters = model.factorized_adapters();
+      for (std::size_t i = 0; i < adapters.size(); ++i) {
+        adapters[i]->finish_task();
+        state_bytes_ += memories_[i].bytes() + adapters[i]->state_bytes();
+      }
+      ++finished_;
     }
-    ++finished_;
   }
 
   std::size_t state_bytes() const { return state_bytes_; }
 
   /// p(j | x) from the last forward pass of `model` (scores of its last adapter), for the tasks seen so far
   /// (the finished ones, or the one training).
-  template <FactorizedModel M>
+  template <Model M>
   std::vector<task_prediction> last_task_predictions(M& model) const {
-    auto adapters = model.factorized_adapters();
-    if (adapters.empty()) throw_invalid_argument("dual_lora_strategy::last_task_predictions", "the model has no adapters");
-    const Eigen::MatrixXd& s = adapters.back()->scores();
-    std::vector<task_prediction> out(std::size_t(s.rows()));
-    std::vector<double> row(std::size_t(s.cols()));
-    for (index_t i = 0; i < s.rows(); ++i) {
-      for (index_t j = 0; j < s.cols(); ++j)
-        row[std::size_t(j)] = options_.task_score == dual_task_score::energy ? s(i, j)
-                              : own_energy_.at(std::size_t(j)) > 0       ? s(i, j) / own_energy_[std::size_t(j)]
-                                                                         : 0.0;
-      out[std::size_t(i)] = predict_task(row, options_.task_temperature);
+    if constexpr (!uses_factorization<M, dual_lora>) {
+    } else {
+      auto adapters = model.factorized_adapters();
+      if (adapters.empty()) throw_invalid_argument("dual_lora_strategy::last_task_predictions", "the model has no adapters");
+      const Eigen::MatrixXd& s = adapters.back()->scores();
+      std::vector<task_prediction> out(std::size_t(s.rows()));
+      std::vector<double> row(std::size_t(s.cols()));
+      for (index_t i = 0; i < s.rows(); ++i) {
+        for (index_t j = 0; j < s.cols(); ++j)
+          row[std::size_t(j)] = options_.task_score == dual_task_score::energy ? s(i, j)
+                                : own_energy_.at(std::size_t(j)) > 0       ? s(i, j) / own_energy_[std::size_t(j)]
+                                                                           : 0.0;
+        out[std::size_t(i)] = predict_task(row, options_.task_temperature);
+      }
+      return out;
     }
-    return out;
   }
 
   /// The predicted task of each image of `x` (one evaluation-mode forward pass).
-  template <FactorizedModel M>
+  template <Model M>
   std::vector<task_prediction> predict_tasks(M& model, const_tensor_view<B> x) {
-    model.set_training(false);
-    (void)model.forward(x);
-    model.set_training(true);
-    return last_task_predictions(model);
+    if constexpr (!uses_factorization<M, dual_lora>) {
+    } else {
+      model.set_training(false);
+      (void)model.forward(x);
+      model.set_training(true);
+      return last_task_predictions(model);
+    }
   }
 
   /// The runner's evaluation hook: calibrates `logits` [samples, classes] in place after model.forward and writes
   /// each sample's predicted task (the task-identity measure). Does nothing before the first task.
-  template <FactorizedModel M>
+  template <Model M>
   void adjust_logits(M& model, tensor_view<B> logits, std::vector<index_t>& predicted_tasks) const {
-    const auto predictions = last_task_predictions(model);
-    if (predictions.empty() || predictions.front().probabilities.empty()) return;
-    const index_t tasks = index_t(predictions.front().probabilities.size());
-    predicted_tasks.resize(predictions.size());
-    for (std::size_t i = 0; i < predictions.size(); ++i) predicted_tasks[i] = predictions[i].task;
-    if (options_.calibration == dual_calibration::none) return;
-    if (index_t(predictions.size()) != logits.rows())
-      throw_invalid_argument("dual_lora_strategy::adjust_logits", concat(logits.rows(), " logit rows for ", predictions.size(),
-                                                                         " samples in the last forward pass"));
-    if (index_t(stream_->tasks.size()) < tasks)
-      throw_invalid_argument("dual_lora_strategy::adjust_logits", concat(tasks, " tasks predicted, the stream has ", stream_->tasks.size()));
-    task_classes_.resize(std::size_t(tasks));
-    for (index_t j = 0; j < tasks; ++j) task_classes_[std::size_t(j)] = stream_->tasks[std::size_t(j)].classes;
-    auto host = logits.to_host();
-    const index_t classes = logits.cols();
-    for (index_t i = 0; i < logits.rows(); ++i)
-      calibrate_logits(std::span(host).subspan(std::size_t(i * classes), std::size_t(classes)), task_classes_,
-                       predictions[std::size_t(i)], options_);
-    logits.backend()->copy_from_host(host.data(), logits.data(), logits.numel());
+    if constexpr (!uses_factorization<M, dual_lora>) {
+    } else {
+      const auto predictions = last_task_predictions(model);
+      if (predictions.empty() || predictions.front().probabilities.empty()) return;
+      const index_t tasks = index_t(predictions.front().probabilities.size());
+      predicted_tasks.resize(predictions.size());
+      for (std::size_t i = 0; i < predictions.size(); ++i) predicted_tasks[i] = predictions[i].task;
+      if (options_.calibration == dual_calibration::none) return;
+      if (index_t(predictions.size()) != logits.rows())
+        throw_invalid_argument("dual_lora_strategy::adjust_logits", concat(logits.rows(), " logit rows for ", predictions.size(),
+                                                                           " samples in the last forward pass"));
+      if (index_t(stream_->tasks.size()) < tasks)
+        throw_invalid_argument("dual_lora_strategy::adjust_logits", concat(tasks, " tasks predicted, the stream has ", stream_->tasks.size()));
+      task_classes_.resize(std::size_t(tasks));
+      for (index_t j = 0; j < tasks; ++j) task_classes_[std::size_t(j)] = stream_->tasks[std::size_t(j)].classes;
+      auto host = logits.to_host();
+      const index_t classes = logits.cols();
+      for (index_t i = 0; i < logits.rows(); ++i)
+        calibrate_logits(std::span(host).subspan(std::size_t(i * classes), std::size_t(classes)), task_classes_,
+                         predictions[std::size_t(i)], options_);
+      logits.backend()->copy_from_host(host.data(), logits.data(), logits.numel());
+    }
   }
 
  private:

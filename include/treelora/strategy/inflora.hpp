@@ -19,12 +19,6 @@
 
 namespace treelora {
 
-/// A model that hands out its typed adapters in model order (vit<B, F>::factorized_adapters()).
-template <class M>
-concept FactorizedModel = Model<M> && requires(M& model) {
-  { model.factorized_adapters() } -> std::convertible_to<std::vector<typename M::adapter_type*>>;
-};
-
 namespace detail {
 /// One no-grad forward pass over `set` in evaluation mode (what the adapters' collectors observe).
 template <Model M>
@@ -75,47 +69,58 @@ class inflora_strategy {
   std::string name() const { return "InfLoRA"; }
   const std::vector<gpm_memory>& memories() const { return memories_; }
 
-  template <FactorizedModel M>
+  template <Model M>
   void begin_task(M& model, const training_context& context) {
-    auto adapters = model.factorized_adapters();
-    if (adapters.empty()) throw_invalid_argument("inflora_strategy::begin_task", "the model has no InfLoRA adapters");
-    if (memories_.empty())
-      for (auto* a : adapters) memories_.emplace_back(a->in_features(), options_.memory);
-    collect(model, context.task);
-    covariances_.clear();
-    for (std::size_t i = 0; i < adapters.size(); ++i) {
-      covariances_.push_back(adapters[i]->covariance().to_host());
-      adapters[i]->start_task(options_.a_scale *
-                              detail::projected_top_directions(memories_[i], covariances_.back(), adapters[i]->rank()));
+    if constexpr (!uses_factorization<M, inflora>) {
+      static_assert(uses_factorization<M, inflora>,
+                    "inflora_strategy needs a model whose LoRA adapters are InfLoRA's (e.g. vit<B, inflora>), not another factorisation");
+    } else {
+      auto adapters = model.factorized_adapters();
+      if (adapters.empty()) throw_invalid_argument("inflora_strategy::begin_task", "the model has no InfLoRA adapters");
+      if (memories_.empty())
+        for (auto* a : adapters) memories_.emplace_back(a->in_features(), options_.memory);
+      collect(model, context.task);
+      covariances_.clear();
+      for (std::size_t i = 0; i < adapters.size(); ++i) {
+        covariances_.push_back(adapters[i]->covariance().to_host());
+        adapters[i]->start_task(options_.a_scale *
+                                detail::projected_top_directions(memories_[i], covariances_.back(), adapters[i]->rank()));
+      }
     }
   }
 
   template <Model M> void begin_epoch(M&, const training_context&) {}
   template <Model M> double after_backward(M&, const training_context&) { return 0.0; }
 
-  template <FactorizedModel M>
+  template <Model M>
   void end_task(M& model, const training_context& context) {
-    auto adapters = model.factorized_adapters();
-    for (auto* a : adapters) a->finish_task();
-    if (options_.memory_after_training) collect(model, context.task);
-    const double threshold = gpm_threshold(context.task, context.tasks, options_.threshold_base);
-    for (std::size_t i = 0; i < adapters.size(); ++i)
-      memories_[i].update_from_covariance(options_.memory_after_training ? adapters[i]->covariance().to_host() : covariances_[i],
-                                          threshold);
-    covariances_.clear();
-    state_bytes_ = 0;
-    for (std::size_t i = 0; i < adapters.size(); ++i) state_bytes_ += memories_[i].bytes() + adapters[i]->state_bytes();
+    if constexpr (!uses_factorization<M, inflora>) {
+    } else {
+      auto adapters = model.factorized_adapters();
+      for (auto* a : adapters) a->finish_task();
+      if (options_.memory_after_training) collect(model, context.task);
+      const double threshold = gpm_threshold(context.task, context.tasks, options_.threshold_base);
+      for (std::size_t i = 0; i < adapters.size(); ++i)
+        memories_[i].update_from_covariance(options_.memory_after_training ? adapters[i]->covariance().to_host() : covariances_[i],
+                                            threshold);
+      covariances_.clear();
+      state_bytes_ = 0;
+      for (std::size_t i = 0; i < adapters.size(); ++i) state_bytes_ += memories_[i].bytes() + adapters[i]->state_bytes();
+    }
   }
 
   std::size_t state_bytes() const { return state_bytes_; }
 
  private:
-  template <FactorizedModel M>
+  template <Model M>
   void collect(M& model, index_t task) {
-    auto adapters = model.factorized_adapters();
-    for (auto* a : adapters) a->covariance().collect(true);
-    detail::feature_pass(model, stream_->tasks.at(std::size_t(task)).train, options_.collection_batch_size);
-    for (auto* a : adapters) a->covariance().collect(false);
+    if constexpr (!uses_factorization<M, inflora>) {
+    } else {
+      auto adapters = model.factorized_adapters();
+      for (auto* a : adapters) a->covariance().collect(true);
+      detail::feature_pass(model, stream_->tasks.at(std::size_t(task)).train, options_.collection_batch_size);
+      for (auto* a : adapters) a->covariance().collect(false);
+    }
   }
 
   const task_stream* stream_;

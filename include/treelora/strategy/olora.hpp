@@ -29,29 +29,40 @@ class olora_strategy {
 
   std::string name() const { return "O-LoRA"; }
 
-  template <FactorizedModel M>
+  template <Model M>
   void begin_task(M& model, const training_context& context) {
-    static_assert(std::is_same_v<typename M::adapter_type, olora::adapter<B>>, "olora_strategy: the model's adapters must be olora");
-    adapters_ = model.factorized_adapters();  // cached: no allocation per step
-    if (adapters_.empty()) throw_invalid_argument("olora_strategy::begin_task", "the model has no O-LoRA adapters");
-    for (auto* a : adapters_) a->start_task(context.task);
+    if constexpr (!uses_factorization<M, olora>) {
+      static_assert(uses_factorization<M, olora>,
+                    "olora_strategy needs a model whose LoRA adapters are O-LoRA's (e.g. vit<B, olora>), not another factorisation");
+    } else {
+      static_assert(std::is_same_v<typename M::adapter_type, olora::adapter<B>>, "olora_strategy: the model's adapters must be olora");
+      adapters_ = model.factorized_adapters();  // cached: no allocation per step
+      if (adapters_.empty()) throw_invalid_argument("olora_strategy::begin_task", "the model has no O-LoRA adapters");
+      for (auto* a : adapters_) a->start_task(context.task);
+    }
   }
   template <Model M> void begin_epoch(M&, const training_context&) {}
 
-  template <FactorizedModel M>
+  template <Model M>
   double after_backward(M&, const training_context&) {
-    double value = 0;
-    for (auto* a : adapters_)
-      value += a->add_orthogonality_gradient(options_.orthogonality) + a->add_l2_gradient(options_.l2);
-    return value;
+    if constexpr (!uses_factorization<M, olora>) {
+    } else {
+      double value = 0;
+      for (auto* a : adapters_)
+        value += a->add_orthogonality_gradient(options_.orthogonality) + a->add_l2_gradient(options_.l2);
+      return value;
+    }
   }
 
-  template <FactorizedModel M>
+  template <Model M>
   void end_task(M& model, const training_context&) {
-    state_bytes_ = 0;
-    for (auto* a : model.factorized_adapters()) {
-      a->finish_task();
-      state_bytes_ += a->state_bytes();
+    if constexpr (!uses_factorization<M, olora>) {
+    } else {
+      state_bytes_ = 0;
+      for (auto* a : model.factorized_adapters()) {
+        a->finish_task();
+        state_bytes_ += a->state_bytes();
+      }
     }
   }
 

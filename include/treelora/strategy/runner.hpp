@@ -11,6 +11,8 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
+#include <deque>
 #include <chrono>
 #include <numeric>
 #include <string>
@@ -22,10 +24,24 @@
 #include "treelora/data/dataset.hpp"
 #include "treelora/layers/cross_entropy.hpp"
 #include "treelora/metrics/continual_metrics.hpp"
+#include "treelora/metrics/run_result.hpp"
 #include "treelora/optim/clip.hpp"
 #include "treelora/strategy/strategy.hpp"
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 namespace treelora {
+
+/// Stops a run whose training loss has run away without becoming NaN (a learning rate of 10 or 1e30 otherwise
+/// finishes with chance accuracy and no error). A loss over k classes starts near ln k for an untrained head; the
+/// guard throws when the mean loss of the last `window` steps of a task exceeds `factor` * max(ln k, 1).
+struct divergence_guard {
+  bool enabled = false;
+  double factor = 4;
+  index_t window = 20;
+};
 
 struct runner_options {
   index_t epochs_per_task = 1;
@@ -35,20 +51,33 @@ struct runner_options {
   double clip_norm = 0;                  ///< clip the global gradient norm to this (0: off)
   bool train_on_task_classes = true;     ///< mask the shared head to the current task's classes while training
   std::uint64_t seed = 0;                ///< batch order
+  divergence_guard guard = {};           ///< off by default; the main job turns it on
+
+  /// Throws std::invalid_argument naming the first bad setting.
+  void validate(std::string_view where = "runner_options") const {
+    if (epochs_per_task <= 0) throw_invalid_argument(where, concat("epochs_per_task ", epochs_per_task, " must be >= 1"));
+    for (std::size_t i = 0; i < epochs_schedule.size(); ++i)
+      if (epochs_schedule[i] <= 0)
+        throw_invalid_argument(where, concat("epochs_schedule[", i, "] = ", epochs_schedule[i], " must be >= 1"));
+    if (batch_size <= 0) throw_invalid_argument(where, concat("batch_size ", batch_size, " must be >= 1"));
+    if (eval_batch_size <= 0) throw_invalid_argument(where, concat("eval_batch_size ", eval_batch_size, " must be >= 1"));
+    if (!(clip_norm >= 0) || !std::isfinite(clip_norm))
+      throw_invalid_argument(where, concat("clip_norm ", clip_norm, " must be finite and >= 0 (0: off)"));
+    if (guard.enabled && (!(guard.factor > 1) || !std::isfinite(guard.factor) || guard.window <= 0))
+      throw_invalid_argument(where, concat("divergence guard: factor ", guard.factor, " must be > 1 and finite, window ",
+                                           guard.window, " >= 1"));
+  }
 };
 
-/// Everything a run measured.
-struct run_result {
-  std::string method;
-  accuracy_matrix task_il, class_il, task_identity;
-  std::vector<double> before = {};       ///< task-IL accuracy of the untrained model on each task (for FWT)
-  std::vector<double> train_seconds = {};  ///< per task, evaluation excluded
-  std::vector<std::size_t> peak_bytes = {};   ///< peak resident memory after each task
-  std::vector<std::size_t> state_bytes = {};  ///< the strategy's per-task state after each task
-  index_t trainable_parameters = 0;
-  index_t steps = 0;
-  double seconds = 0;                    ///< all training time
-};
+/// OpenMP threads a run uses (1 without OpenMP).
+inline index_t runner_threads() {
+#if defined(_OPENMP)
+  return static_cast<index_t>(omp_get_max_threads());
+#else
+  return 1;
+#endif
+}
+
 
 namespace detail {
 /// Copies examples `rows` of `set` into `x` (explicit host -> backend copy) and their labels into `labels`.
@@ -111,6 +140,10 @@ evaluation evaluate(M& model, const labelled_set& set, std::span<const index_t> 
   using B = typename M::backend_type;
   constexpr bool adjusts = !std::is_same_v<std::remove_cvref_t<Adjust>, no_logit_adjustment>;
   if (set.size() == 0) throw_invalid_argument("evaluate", "empty evaluation set");
+  if (batch_size <= 0) throw_invalid_argument("evaluate", concat("batch size ", batch_size, " must be >= 1"));
+  if (set.features.size() != set.labels.size() * static_cast<std::size_t>(set.example_size()))
+    throw_invalid_argument("evaluate", concat(set.features.size(), " feature values for ", set.size(),
+                                              " examples of shape ", set.example_shape.to_string()));
   model.set_training(false);
   tensor<B> x, adjusted;
   std::vector<index_t> labels, rows, predicted_tasks;
@@ -122,6 +155,10 @@ evaluation evaluate(M& model, const labelled_set& set, std::span<const index_t> 
     std::iota(rows.begin(), rows.end(), first);
     detail::load_batch(set, rows, x, labels, staging, model.backend());
     const auto logits = model.forward(x);
+    if (logits.shape().rank() != 2 || logits.shape()[0] != n)
+      throw_invalid_argument("evaluate", concat("the model returned logits of shape ", logits.shape().to_string(), " for a batch of ",
+                                                n, " examples of shape ", set.example_shape.to_string(), " (expected [", n,
+                                                ", classes])"));
     const auto within_task = argmax_rows<B>(logits, task_classes);  // task-IL: the raw logits
     for (index_t i = 0; i < n; ++i) task_correct += within_task[std::size_t(i)] == labels[std::size_t(i)];
     if (seen_classes.empty()) continue;
@@ -170,6 +207,54 @@ double train_step(M& model, S& strategy, Optimizer& optimizer, const parameter_l
   return regulariser;
 }
 
+/// Checks a stream before training: at least one task, each with training and test examples of one example shape,
+/// consistent sizes, labels inside the head (stream.total_classes) and inside the task's classes, finite features.
+/// Throws std::invalid_argument naming the task, the set and the sizes.
+inline void validate_stream(const task_stream& stream, std::string_view where = "run_stream") {
+  if (stream.tasks.empty()) throw_invalid_argument(where, concat("the task stream '", stream.name, "' has no tasks"));
+  if (stream.total_classes <= 0)
+    throw_invalid_argument(where, concat("the task stream '", stream.name, "' has total_classes ", stream.total_classes));
+  const shape example = stream.tasks.front().train.example_shape;
+  for (std::size_t n = 0; n < stream.tasks.size(); ++n) {
+    const auto& task = stream.tasks[n];
+    const std::string name = concat("task ", n, " '", task.name, "'");
+    if (task.classes.empty()) throw_invalid_argument(where, concat(name, " lists no classes"));
+    for (index_t c : task.classes)
+      if (c < 0 || c >= stream.total_classes)
+        throw_invalid_argument(where, concat(name, " lists class ", c, ", outside the stream's ", stream.total_classes, " classes"));
+    if (task.train.size() == 0 || task.test.size() == 0)
+      throw_invalid_argument(where, concat(name, " has ", task.train.size(), " training and ", task.test.size(),
+                                           " test examples (both must be > 0)"));
+    for (const auto* set : {&task.train, &task.test}) {
+      const std::string what = concat(name, set == &task.train ? " training set" : " test set");
+      if (set->example_shape != example)
+        throw_invalid_argument(where, concat(what, " has examples of shape ", set->example_shape.to_string(),
+                                             ", the stream's first task ", example.to_string()));
+      set->validate(what, stream.total_classes);
+      for (std::size_t i = 0; i < set->labels.size(); ++i)
+        if (std::find(task.classes.begin(), task.classes.end(), set->labels[i]) == task.classes.end())
+          throw_invalid_argument(where, concat(what, ": example ", i, " has label ", set->labels[i],
+                                               ", which is not one of the task's classes"));
+    }
+  }
+}
+
+namespace detail {
+/// Runs `step` and, when it throws, throws the same kind of error with where the run was in front.
+template <class Step>
+decltype(auto) with_run_position(const classification_task& task, const training_context& context, Step&& step) {
+  try {
+    return step();
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(concat("task ", context.task, " '", task.name, "', epoch ", context.epoch, ", step ",
+                                       context.step, ": ", e.what()));
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(concat("task ", context.task, " '", task.name, "', epoch ", context.epoch, ", step ",
+                                    context.step, ": ", e.what()));
+  }
+}
+}  // namespace detail
+
 /// Trains `model` on every task of `stream` in order with `strategy`; `make_optimizer(parameter_list)` builds
 /// a fresh optimiser per task. Callbacks are optional observers (strategy/callbacks.hpp).
 template <Model M, class S, class OptimizerFactory, class... Callbacks>
@@ -177,19 +262,19 @@ template <Model M, class S, class OptimizerFactory, class... Callbacks>
 run_result run_stream(M& model, const task_stream& stream, S& strategy, OptimizerFactory make_optimizer,
                       const runner_options& options, Callbacks&... callbacks) {
   using B = typename M::backend_type;
+  options.validate("run_stream");
+  validate_stream(stream, "run_stream");
   const index_t tasks = static_cast<index_t>(stream.tasks.size());
-  if (tasks == 0) throw_invalid_argument("run_stream", "the task stream has no tasks");
-  if (options.batch_size <= 0) throw_invalid_argument("run_stream", concat("batch size ", options.batch_size, " <= 0"));
   if (!options.epochs_schedule.empty() && static_cast<index_t>(options.epochs_schedule.size()) != tasks)
     throw_invalid_argument("run_stream", concat("epochs schedule has ", options.epochs_schedule.size(), " entries for ",
                                                  tasks, " tasks"));
   B& backend = model.backend();
   run_result result{strategy.name(), accuracy_matrix(tasks), accuracy_matrix(tasks), accuracy_matrix(tasks)};
-  for (const auto& task : stream.tasks) {
-    if (task.train.size() == 0 || task.test.size() == 0)
-      throw_invalid_argument("run_stream", concat("task '", task.name, "' has no training or no test examples"));
+  result.seed = options.seed;
+  result.threads = runner_threads();
+  result.class_incremental = !tasks_share_classes(stream);
+  for (const auto& task : stream.tasks)
     result.before.push_back(evaluate(model, task.test, task.classes, {}, options.eval_batch_size).task_il);
-  }
 
   tensor<B> x, logits_gradient;
   std::vector<index_t> labels, seen_classes;
@@ -209,7 +294,13 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
     auto optimizer = make_optimizer(params);
     (detail::notify_task_begin(callbacks, context), ...);
     const auto start = std::chrono::steady_clock::now();
+    const double chance_loss = std::log(double(train_classes.empty() ? stream.total_classes : index_t(train_classes.size())));
+    const double guard_limit = options.guard.factor * std::max(chance_loss, 1.0);
+    std::deque<double> recent_losses;
+    double recent_sum = 0, epoch_loss_sum = 0;
+    index_t epoch_loss_count = 0;
     for (index_t epoch = 0; epoch < context.epochs; ++epoch) {
+      epoch_loss_sum = 0, epoch_loss_count = 0;
       context.epoch = epoch;
       context.step = 0;
       strategy.begin_epoch(model, context);
@@ -219,8 +310,24 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
         const index_t first = t * options.batch_size, count = std::min(options.batch_size, task.train.size() - first);
         detail::load_batch(task.train, std::span<const index_t>(order).subspan(std::size_t(first), std::size_t(count)), x,
                            labels, staging, backend);
-        [[maybe_unused]] const double regulariser =
-            train_step(model, strategy, optimizer, params, x, labels, train_classes, context, logits_gradient, options.clip_norm);
+        [[maybe_unused]] const double regulariser = detail::with_run_position(task, context, [&] {
+          return train_step(model, strategy, optimizer, params, x, labels, train_classes, context, logits_gradient,
+                            options.clip_norm);
+        });
+        epoch_loss_sum += context.loss, ++epoch_loss_count;
+        if (options.guard.enabled) {
+          recent_losses.push_back(context.loss), recent_sum += context.loss;
+          if (static_cast<index_t>(recent_losses.size()) > options.guard.window)
+            recent_sum -= recent_losses.front(), recent_losses.pop_front();
+          const double mean_loss = recent_sum / double(recent_losses.size());
+          if (static_cast<index_t>(recent_losses.size()) == options.guard.window && mean_loss > guard_limit)
+            throw_runtime_error("run_stream", concat("training diverged in task ", n, " '", task.name, "', epoch ", epoch,
+                                                     ", step ", t, ": the mean loss of the last ", options.guard.window,
+                                                     " steps is ", mean_loss, ", above the divergence guard's limit ",
+                                                     guard_limit, " (", options.guard.factor, " x max(ln ",
+                                                     train_classes.empty() ? stream.total_classes : index_t(train_classes.size()),
+                                                     " classes, 1)); lower the learning rate"));
+        }
         (detail::notify_step(callbacks, context, regulariser), ...);
         ++context.global_step;
         ++result.steps;
@@ -229,6 +336,7 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
         if (stop) break;
       }
     }
+    result.final_loss.push_back(epoch_loss_count ? epoch_loss_sum / double(epoch_loss_count) : std::nan(""));
     strategy.end_task(model, context);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     result.train_seconds.push_back(seconds);
@@ -267,6 +375,8 @@ template <Model M, class S, class OptimizerFactory, class... Callbacks>
   requires Strategy<S, M>
 run_result run_joint(M& model, const task_stream& stream, S& strategy, OptimizerFactory make_optimizer,
                      runner_options options, Callbacks&... callbacks) {
+  options.validate("run_joint");
+  validate_stream(stream, "run_joint");
   task_stream joint{stream.name + " (joint)", stream.total_classes, {classification_task{"joint", {}, {}, {}}}};
   auto& all = joint.tasks[0];
   for (const auto& task : stream.tasks) {
@@ -283,6 +393,11 @@ run_result run_joint(M& model, const task_stream& stream, S& strategy, Optimizer
     options.epochs_per_task = total;
     options.epochs_schedule.clear();
   }
+  {  // a class shared by several tasks (a domain-incremental stream) is one class of the joint task
+    auto& c = all.classes;
+    std::sort(c.begin(), c.end());
+    c.erase(std::unique(c.begin(), c.end()), c.end());
+  }
   auto inner = run_stream(model, joint, strategy, make_optimizer, options, callbacks...);
   const index_t tasks = static_cast<index_t>(stream.tasks.size());
   run_result result{"Joint", accuracy_matrix(tasks), accuracy_matrix(tasks), accuracy_matrix(tasks)};
@@ -293,6 +408,10 @@ run_result run_joint(M& model, const task_stream& stream, S& strategy, Optimizer
     result.class_il(tasks - 1, j) = scores.class_il;
     result.task_identity(tasks - 1, j) = scores.task_identity;
   }
+  result.seed = inner.seed;
+  result.threads = inner.threads;
+  result.class_incremental = !tasks_share_classes(stream);
+  result.final_loss = inner.final_loss;
   result.train_seconds = inner.train_seconds;
   result.peak_bytes = inner.peak_bytes;
   result.state_bytes = inner.state_bytes;

@@ -15,6 +15,8 @@
 #include <concepts>
 #include <cstddef>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "treelora/models/model.hpp"
 
@@ -41,6 +43,18 @@ concept Strategy = Model<M> && requires(S& strategy, const S& const_strategy, M&
   strategy.end_task(model, context);
   { const_strategy.state_bytes() } -> std::convertible_to<std::size_t>;
 };
+
+/// A model that hands out its typed adapters in model order (vit<B, F>::factorized_adapters()).
+template <class M>
+concept FactorizedModel = Model<M> && requires(M& model) {
+  { model.factorized_adapters() } -> std::convertible_to<std::vector<typename M::adapter_type*>>;
+};
+
+/// A model whose adapters are the factorisation F's (vit<B, inflora> for F = inflora). Strategies that need one
+/// factorisation check it with a static_assert that names it.
+template <class M, class F>
+concept uses_factorization =
+    FactorizedModel<M> && std::is_same_v<typename M::adapter_type, typename F::template adapter<typename M::backend_type>>;
 
 /// The plain update every dense strategy uses: one optimiser step over all trainable parameters.
 struct dense_update {

@@ -1,4 +1,5 @@
-// treelora/strategy/tree_lora.hpp: the TreeLoRA strategy (Qian et al., ICML 2025), ../shared/spec/treelora.md.
+// treelora/strategy/tree_lora.hpp: the TreeLoRA strategy (Qian et al., ICML 2025), described with the released
+// code's quirks in docs/treelora.md ("spec N" below is its section N).
 //
 // One set of LoRA adapters trains through all tasks (the model's); per step the bandit picks, for every module l,
 // an earlier task ids[l], and a regulariser pulls the adapters toward it. Two modes:
@@ -21,6 +22,7 @@
 #pragma once
 
 #include <cmath>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,7 +45,9 @@ enum class pull_target {
 };
 
 struct tree_lora_config {
-  tree_lora_mode mode = tree_lora_mode::reference;
+  /// Unset: the class's own mode (tree_lora_reference: reference, tree_lora_paper: paper, the generic tree_lora:
+  /// reference). Setting it to the other mode of tree_lora_reference or tree_lora_paper is an error.
+  std::optional<tree_lora_mode> mode = std::nullopt;
   double reference_strength = 0.5;  ///< reference: reg, the end of the per-epoch ramp (0.5 in every released script)
   double pull_strength = 1e-2;      ///< paper: lambda of the L1 pull (tuned on the planted stream, docs/strategies.md)
   bool include_b = true;        ///< paper: task vectors of A and B gradients (reference: A values only)
@@ -60,18 +64,18 @@ class tree_lora {
   using scalar_type = typename B::scalar_type;
 
   explicit tree_lora(tree_lora_config config = {}, Policy policy = Policy(), Sparse sparse = Sparse())
-      : config_(std::move(config)), policy_(std::move(policy)), sparse_(std::move(sparse)) {
-    if (!(config_.reference_strength >= 0) || !(config_.pull_strength >= 0))
-      throw_invalid_argument("tree_lora", concat("regulariser strengths must be >= 0, got reference ", config_.reference_strength,
-                                                 " and pull ", config_.pull_strength));
-  }
+      : tree_lora(config.mode.value_or(tree_lora_mode::reference), "tree_lora", std::move(config), std::move(policy),
+                  std::move(sparse)) {}
+  /// `tree_lora<...> s({})`: the defaults (without this overload `({})` is ambiguous with the copy constructor).
+  explicit tree_lora(std::initializer_list<tree_lora_config> config)
+      : tree_lora(single_config(config, "tree_lora")) {}
 
   std::string name() const {
-    std::string n = config_.mode == tree_lora_mode::reference ? "TreeLoRA-reference" : "TreeLoRA-paper";
+    std::string n = mode_ == tree_lora_mode::reference ? "TreeLoRA-reference" : "TreeLoRA-paper";
     if (Sparse::name() != std::string_view("dense")) n += concat("+", Sparse::name());
     return n;
   }
-  tree_lora_mode mode() const { return config_.mode; }
+  tree_lora_mode mode() const { return mode_; }
 
   // ---------------------------------------------------------------- hooks
   template <Model M>
@@ -100,7 +104,7 @@ class tree_lora {
 
   template <Model M>
   void begin_epoch(M&, const training_context& context) {
-    if (config_.mode == tree_lora_mode::reference) {
+    if (mode_ == tree_lora_mode::reference) {
       current_.fill(0);  // cur = 0 every epoch (reference quirk: the task vector is the LAST epoch's)
       if (context.task > 0) bandit_->reset(std::span<const tensor<B>>(acc_), context.steps_per_epoch, tree_->nodes());
     } else if (context.task > 0 && context.epoch == 0) {
@@ -122,7 +126,7 @@ class tree_lora {
   template <Model M>
   double after_backward(M&, const training_context& context) {
     last_regulariser_ = 0;
-    if (config_.mode == tree_lora_mode::reference) reference_step(context);
+    if (mode_ == tree_lora_mode::reference) reference_step(context);
     else paper_step(context);
     sparse_.after_backward(adapters_, context, update_);
     ++task_steps_;
@@ -138,7 +142,7 @@ class tree_lora {
   template <Model M>
   void end_task(M&, const training_context& context) {
     acc_.push_back(current_);  // acc[n] = cur (a copy)
-    if (config_.mode == tree_lora_mode::reference) {
+    if (mode_ == tree_lora_mode::reference) {
       tree_->build(drift_vectors<B>(acc_));  // the tree sees per-task drift; the bandit keeps the raw acc
     } else {
       // Which entry held each earlier task before the insert (a budget can merge any pair of entries).
@@ -185,9 +189,30 @@ class tree_lora {
   const Sparse& sparse_rule() const { return sparse_; }
   const sparse_update<B>& last_update() const { return update_; }
 
+ protected:
+  /// The mode is `mode`; `who` names the class in errors (the aliases below fix their mode through here).
+  tree_lora(tree_lora_mode mode, std::string_view who, tree_lora_config config, Policy policy, Sparse sparse)
+      : config_(std::move(config)), mode_(mode), policy_(std::move(policy)), sparse_(std::move(sparse)) {
+    if (config_.mode && *config_.mode != mode)
+      throw_invalid_argument(who, concat("runs ", mode == tree_lora_mode::paper ? "paper" : "reference",
+                                         " mode but the config asks for ",
+                                         *config_.mode == tree_lora_mode::paper ? "paper" : "reference",
+                                         " mode: use tree_lora_paper<B> for paper mode, tree_lora_reference<B> for the "
+                                         "released behaviour, or leave .mode unset"));
+    config_.mode = mode;
+    if (!(config_.reference_strength >= 0) || !(config_.pull_strength >= 0) || !std::isfinite(config_.reference_strength) ||
+        !std::isfinite(config_.pull_strength))
+      throw_invalid_argument(who, concat("regulariser strengths must be finite and >= 0, got reference ",
+                                         config_.reference_strength, " and pull ", config_.pull_strength));
+  }
+  static tree_lora_config single_config(std::initializer_list<tree_lora_config> config, std::string_view who) {
+    if (config.size() > 1) throw_invalid_argument(who, concat(config.size(), " configs given, expected at most one"));
+    return config.size() ? *config.begin() : tree_lora_config{};
+  }
+
  private:
   index_t module_size(const adapter_view<B>& a) const {
-    return a.a->numel() + (config_.mode == tree_lora_mode::paper && config_.include_b ? a.b->numel() : 0);
+    return a.a->numel() + (mode_ == tree_lora_mode::paper && config_.include_b ? a.b->numel() : 0);
   }
 
   /// stacked_[l] = A_l values (reference) or the gradients of A_l (and B_l) (paper), flattened row-major.
@@ -270,6 +295,7 @@ class tree_lora {
   }
 
   tree_lora_config config_;
+  tree_lora_mode mode_;
   Policy policy_;
   Sparse sparse_;
   B* backend_ = nullptr;
@@ -286,10 +312,30 @@ class tree_lora {
 };
 
 /// Reference mode as released: dot-product tree with the lower-median split, softmax-distance-UCB, dense updates.
+/// Always reference mode (a config asking for paper mode is an error).
 template <Backend B>
-using tree_lora_reference = tree_lora<B, task_tree<B, dot_similarity, lower_median_split>, softmax_distance_ucb<float>, dense_rule>;
+class tree_lora_reference
+    : public tree_lora<B, task_tree<B, dot_similarity, lower_median_split>, softmax_distance_ucb<float>, dense_rule> {
+  using base = tree_lora<B, task_tree<B, dot_similarity, lower_median_split>, softmax_distance_ucb<float>, dense_rule>;
+
+ public:
+  explicit tree_lora_reference(tree_lora_config config = {})
+      : base(tree_lora_mode::reference, "tree_lora_reference", std::move(config), {}, {}) {}
+  explicit tree_lora_reference(std::initializer_list<tree_lora_config> config)
+      : tree_lora_reference(base::single_config(config, "tree_lora_reference")) {}
+};
+
 /// Paper mode: L1 tree with the median split, deterministic LCB descent, a sparse rule of your choice.
+/// Always paper mode (a config asking for reference mode is an error).
 template <Backend B, class Sparse = dense_rule>
-using tree_lora_paper = tree_lora<B, task_tree<B, l1_similarity, median_split>, lcb, Sparse>;
+class tree_lora_paper : public tree_lora<B, task_tree<B, l1_similarity, median_split>, lcb, Sparse> {
+  using base = tree_lora<B, task_tree<B, l1_similarity, median_split>, lcb, Sparse>;
+
+ public:
+  explicit tree_lora_paper(tree_lora_config config = {}, Sparse sparse = Sparse())
+      : base(tree_lora_mode::paper, "tree_lora_paper", std::move(config), lcb(), std::move(sparse)) {}
+  explicit tree_lora_paper(std::initializer_list<tree_lora_config> config)
+      : tree_lora_paper(base::single_config(config, "tree_lora_paper")) {}
+};
 
 }  // namespace treelora

@@ -4,8 +4,8 @@
 // A node at depth d splits its entries on module d (reference) or on layer_map[d] (paper): it averages
 // the entries' module vectors into m, scores each entry against m with the SimilarityPolicy and cuts the
 // scores with the SplitPolicy. Two ways to grow it:
-//   build(vectors)  from scratch, as the released code does at the end of every task (spec 1.1);
-//   insert(vector)  incrementally into the leaf the split rules route it to (paper, spec 2), with an
+//   build(vectors)  from scratch, as the released code does at the end of every task (docs/treelora.md 1.1);
+//   insert(vector)  incrementally into the leaf the split rules route it to (paper, docs/treelora.md 2), with an
 //                   optional storage budget that merges the closest pair of entries into one.
 // The tree is only the data structure: the rules are the policies, and the bandits in bandit/ walk it.
 #pragma once
@@ -36,7 +36,7 @@ struct tree_options {
   index_t storage_budget = 0;
 };
 
-/// The per-task drift the reference tree is built on (spec 1.1): G[0] = acc[0], G[k] = acc[k] - acc[k-1].
+/// The per-task drift the reference tree is built on (docs/treelora.md 1.1): G[0] = acc[0], G[k] = acc[k] - acc[k-1].
 /// (The tree sees drift; the bandit and the regulariser see the raw acc.)
 template <Backend B>
 std::vector<tensor<B>> drift_vectors(std::span<const tensor<B>> acc) {
@@ -95,7 +95,7 @@ class task_tree {
       throw_invalid_argument("task_tree", concat("storage_budget must be >= 0, got ", options_.storage_budget));
   }
 
-  /// Reference (spec 1.1): replaces everything by the tree built from scratch over `vectors`
+  /// Reference (docs/treelora.md 1.1): replaces everything by the tree built from scratch over `vectors`
   /// (entry k = task k). The released code passes the drift vectors (drift_vectors()).
   void build(std::vector<tensor<B>> vectors) {
     for (std::size_t k = 0; k < vectors.size(); ++k) require_shape("task_tree::build", vectors[k], k);
@@ -107,7 +107,7 @@ class task_tree {
     refresh_pair_distances();
   }
 
-  /// Paper (spec 2): stores `vector` as task `next_task_id()` and routes it from the root to a leaf by
+  /// Paper (docs/treelora.md 2): stores `vector` as task `next_task_id()` and routes it from the root to a leaf by
   /// the split rules (depth-first, one score per level: O(depth * D)); a leaf that outgrows leaf_size
   /// below max_depth is split. Internal means and thresholds are not refreshed (K-D tree practice).
   /// With a storage budget, an insert past it merges the closest pair of entries (L1 over [L, D]) into
