@@ -139,7 +139,7 @@ options parse(int argc, char** argv) {
     else if (key == "--epochs") o.epochs = count(1, 10000);
     else if (key == "--batch") o.batch = count(1, big);
     else if (key == "--threads") o.threads = count(1, 1024);
-    else if (key == "--lr") o.learning_rate = real(std::numeric_limits<double>::min(), 1e6);
+    else if (key == "--lr") o.learning_rate = real(std::numeric_limits<double>::min(), std::numeric_limits<double>::max());
     else if (key == "--patch") o.patch = count(1, 28);
     else if (key == "--width") o.width = count(1, 1 << 16);
     else if (key == "--depth") o.depth = count(1, 1024);
@@ -244,7 +244,7 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
     record.tree = strategy.tree().nodes();
   } else if (method == "TreeLoRA-paper") {
     const index_t modules = static_cast<index_t>(model.adapters().size());
-    tree_lora_paper<F> strategy({.mode = tree_lora_mode::paper, .pull_strength = o.pull_strength,
+    tree_lora_paper<F> strategy({.pull_strength = o.pull_strength,
                                  .tree = {.max_depth = std::min<index_t>(5, modules)}, .seed = seed});
     record.result = run_stream(model, stream, strategy, optimizer, run, progress);
     record.tree = strategy.tree().nodes();

@@ -4,5 +4,6 @@
 
 #include "treelora/data/batching.hpp"
 #include "treelora/data/dataset.hpp"
+#include "treelora/data/domain_incremental.hpp"
 #include "treelora/data/fashion_mnist.hpp"
 #include "treelora/data/idx.hpp"

@@ -36,7 +36,8 @@ namespace treelora {
 
 /// Stops a run whose training loss has run away without becoming NaN (a learning rate of 10 or 1e30 otherwise
 /// finishes with chance accuracy and no error). A loss over k classes starts near ln k for an untrained head; the
-/// guard throws when the mean loss of the last `window` steps of a task exceeds `factor` * max(ln k, 1).
+/// guard throws when the mean loss of the last `window` steps of a task (of all its steps, when it has fewer)
+/// exceeds `factor` * max(ln k, 1).
 struct divergence_guard {
   bool enabled = false;
   double factor = 4;
@@ -320,7 +321,9 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
           if (static_cast<index_t>(recent_losses.size()) > options.guard.window)
             recent_sum -= recent_losses.front(), recent_losses.pop_front();
           const double mean_loss = recent_sum / double(recent_losses.size());
-          if (static_cast<index_t>(recent_losses.size()) == options.guard.window && mean_loss > guard_limit)
+          // a full window, or every step of a task shorter than the window
+          const index_t needed = std::min(options.guard.window, context.epochs * context.steps_per_epoch);
+          if (static_cast<index_t>(recent_losses.size()) >= needed && mean_loss > guard_limit)
             throw_runtime_error("run_stream", concat("training diverged in task ", n, " '", task.name, "', epoch ", epoch,
                                                      ", step ", t, ": the mean loss of the last ", options.guard.window,
                                                      " steps is ", mean_loss, ", above the divergence guard's limit ",
