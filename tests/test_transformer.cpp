@@ -2,7 +2,7 @@
 // pre-LN block, each backward pass checked against central finite differences in double, LoRA targets included.
 #include "test_support.hpp"
 
-#include "treelora/layers/transformer_block.hpp"
+#include "treelora/models/transformer/transformer_block.hpp"
 
 using namespace treelora;
 using treelora::testing::finite_difference_error;

@@ -22,7 +22,7 @@
 #include "treelora/tree.hpp"
 #include "treelora/bandit.hpp"
 #include "treelora/layers/cross_entropy.hpp"
-#include "treelora/sparse/sparse_update.hpp"
+#include "treelora/optim/sparse_update.hpp"
 #include "treelora/sparse/sparse_rules.hpp"
 #include "treelora/metrics/continual_metrics.hpp"
 #include "treelora/models.hpp"

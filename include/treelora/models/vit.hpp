@@ -21,7 +21,7 @@
 
 #include "treelora/backend/cpu_backend.hpp"
 #include "treelora/layers/cross_entropy.hpp"
-#include "treelora/layers/transformer_block.hpp"
+#include "treelora/models/transformer/transformer_block.hpp"
 #include "treelora/models/model.hpp"
 
 namespace treelora {

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "treelora/layers/layer.hpp"
-#include "treelora/sparse/sparse_update.hpp"
+#include "treelora/optim/sparse_update.hpp"
 
 namespace treelora {
 

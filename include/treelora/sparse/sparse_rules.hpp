@@ -17,8 +17,8 @@
 
 #include "treelora/backend/random.hpp"
 #include "treelora/models/model.hpp"
-#include "treelora/sparse/sparse_update.hpp"
-#include "treelora/strategy/strategy.hpp"
+#include "treelora/optim/sparse_update.hpp"
+#include "treelora/core/training_context.hpp"
 
 namespace treelora {
 

@@ -18,21 +18,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "treelora/core/training_context.hpp"
 #include "treelora/models/model.hpp"
 
 namespace treelora {
 
-/// Where the runner is, passed to every hook.
-struct training_context {
-  index_t task = 0;             ///< n: the task being trained, 0-based
-  index_t tasks = 0;            ///< N
-  index_t epoch = 0;            ///< epoch within the task
-  index_t epochs = 0;           ///< epochs of this task
-  index_t step = 0;             ///< t: micro-batch index within the epoch, 0-based
-  index_t steps_per_epoch = 0;  ///< T
-  index_t global_step = 0;      ///< steps since the stream began
-  double loss = 0;              ///< the task loss of the current micro-batch (after backward)
-};
 
 template <class S, class M>
 concept Strategy = Model<M> && requires(S& strategy, const S& const_strategy, M& model, const training_context& context) {

@@ -1,4 +1,4 @@
-// treelora/layers/transformer_block.hpp: a pre-LN transformer encoder block (as in ViT, Dosovitskiy et al. 2021):
+// treelora/models/transformer/transformer_block.hpp: a pre-LN transformer encoder block (as in ViT, Dosovitskiy et al. 2021):
 //   h = x + attn(LN1(x)),   y = h + mlp(LN2(h))
 // Backward follows the two residual branches:
 //   dh = dy + LN2'(mlp'(dy)),   dx = dh + LN1'(attn'(dh)).
@@ -8,9 +8,9 @@
 #include <string_view>
 #include <utility>
 
-#include "treelora/layers/attention.hpp"
+#include "treelora/models/transformer/attention.hpp"
 #include "treelora/layers/layer_norm.hpp"
-#include "treelora/layers/mlp.hpp"
+#include "treelora/models/transformer/mlp_block.hpp"
 
 namespace treelora {
 

@@ -1,4 +1,4 @@
-// treelora/layers/mlp.hpp: the transformer's position-wise MLP, y = fc2(GELU(fc1(x))), fc1: width -> hidden,
+// treelora/models/transformer/mlp_block.hpp: the transformer's position-wise MLP, y = fc2(GELU(fc1(x))), fc1: width -> hidden,
 // fc2: hidden -> width. Either projection may carry a LoRA adapter ("fc1", "fc2").
 #pragma once
 

@@ -1,4 +1,4 @@
-// treelora/sparse/sparse_update.hpp: which parameters one optimiser step touches: the output of a sparse-update
+// treelora/optim/sparse_update.hpp: which parameters one optimiser step touches: the output of a sparse-update
 // rule, read by adam::step(mask). Parameters are identified by the address of their value tensor.
 #pragma once
 

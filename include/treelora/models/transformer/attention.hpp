@@ -1,4 +1,4 @@
-// treelora/layers/attention.hpp: multi-head self-attention (Vaswani et al. 2017) over x [batch, tokens, width].
+// treelora/models/transformer/attention.hpp: multi-head self-attention (Vaswani et al. 2017) over x [batch, tokens, width].
 //   q = x Wq^T + bq, k = x Wk^T + bk, v = x Wv^T + bv     (each projection may carry a LoRA adapter)
 //   per batch element b and head h (columns h dh .. (h + 1) dh of q, k, v; dh = width / heads):
 //     S_bh = q_bh k_bh^T / sqrt(dh),  P_bh = softmax_rows(S_bh),  c_bh = P_bh v_bh

@@ -1,0 +1,22 @@
+// treelora/core/training_context.hpp: where the runner is in a stream (task, epoch, step, loss). Every hook of a
+// strategy (strategy/strategy.hpp) and of a sparse-update rule (sparse/sparse_rules.hpp) receives it; it lives here,
+// below both, so that neither folder needs the other.
+#pragma once
+
+#include "treelora/core/error.hpp"
+
+namespace treelora {
+
+/// Where the runner is, passed to every hook.
+struct training_context {
+  index_t task = 0;             ///< n: the task being trained, 0-based
+  index_t tasks = 0;            ///< N
+  index_t epoch = 0;            ///< epoch within the task
+  index_t epochs = 0;           ///< epochs of this task
+  index_t step = 0;             ///< t: micro-batch index within the epoch, 0-based
+  index_t steps_per_epoch = 0;  ///< T
+  index_t global_step = 0;      ///< steps since the stream began
+  double loss = 0;              ///< the task loss of the current micro-batch (after backward)
+};
+
+}  // namespace treelora
