@@ -2,7 +2,8 @@
 # Installs the Debian packages treelora needs that this machine does not have yet (and nothing else).
 set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config libeigen3-dev libopenblas-dev zlib1g-dev doctest-dev libbenchmark-dev
-          dataset-fashion-mnist)
+          dataset-fashion-mnist
+          clang libclang-rt-dev)  # the libFuzzer harnesses (tests/fuzz/): clang++ and its libFuzzer/ASan/UBSan runtimes
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

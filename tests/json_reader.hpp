@@ -1,8 +1,11 @@
 // tests/json_reader.hpp: a minimal JSON reader for test oracles (numbers, strings, bools, null, arrays,
-// objects). Test-only: no unicode escapes beyond \uXXXX -> '?', numbers as double. Throws
-// std::runtime_error with the byte offset on malformed input.
+// objects). Test-only: no unicode escapes beyond \uXXXX -> '?', numbers as double (RFC 8259 syntax, read with
+// std::from_chars). Throws std::runtime_error with the byte offset on malformed input, including nesting
+// deeper than json::max_depth (the reader recurses once per level). Fuzzed by
+// tests/fuzz/fuzz_json_reader.cpp.
 #pragma once
 
+#include <charconv>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -20,10 +23,13 @@ class json {
   using array = std::vector<json>;
   using object = std::map<std::string, json>;
 
+  /// Arrays and objects nest at most this deep: 50,000 '[' would otherwise overflow the stack.
+  static constexpr int max_depth = 512;
+
   json() = default;
   static json parse(const std::string& text) {
     std::size_t pos = 0;
-    json value = parse_value(text, pos);
+    json value = parse_value(text, pos, 0);
     skip_space(text, pos);
     if (pos != text.size()) fail("trailing characters", pos);
     return value;
@@ -79,11 +85,20 @@ class json {
     for (const char* c = word; *c; ++c, ++pos)
       if (pos >= s.size() || s[pos] != *c) fail(std::string("expected '") + word + "'", pos);
   }
-  static json parse_value(const std::string& s, std::size_t& pos) {
+  static bool is_digit(const std::string& s, std::size_t pos) {
+    return pos < s.size() && s[pos] >= '0' && s[pos] <= '9';
+  }
+  static bool is_hex(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+  }
+  /// `depth`: how many arrays and objects enclose the value.
+  static json parse_value(const std::string& s, std::size_t& pos, int depth) {
     skip_space(s, pos);
     if (pos >= s.size()) fail("unexpected end", pos);
     json v;
     const char c = s[pos];
+    if ((c == '{' || c == '[') && depth >= max_depth)
+      fail("nesting deeper than " + std::to_string(max_depth) + " levels", pos);
     if (c == '{') {
       auto obj = std::make_shared<object>();
       ++pos;
@@ -96,7 +111,7 @@ class json {
         skip_space(s, pos);
         if (pos >= s.size() || s[pos] != ':') fail("expected ':'", pos);
         ++pos;
-        (*obj)[key] = parse_value(s, pos);
+        (*obj)[key] = parse_value(s, pos, depth + 1);
         skip_space(s, pos);
         if (pos < s.size() && s[pos] == ',') { ++pos; continue; }
         if (pos < s.size() && s[pos] == '}') { ++pos; break; }
@@ -109,7 +124,7 @@ class json {
       skip_space(s, pos);
       if (pos < s.size() && s[pos] == ']') { ++pos; v.value_ = arr; return v; }
       for (;;) {
-        arr->push_back(parse_value(s, pos));
+        arr->push_back(parse_value(s, pos, depth + 1));
         skip_space(s, pos);
         if (pos < s.size() && s[pos] == ',') { ++pos; continue; }
         if (pos < s.size() && s[pos] == ']') { ++pos; break; }
@@ -127,11 +142,28 @@ class json {
     } else if (c == 'n') {
       expect(s, pos, "null");
     } else if (c == '-' || (c >= '0' && c <= '9')) {
-      const char* begin = s.c_str() + pos;
-      char* end = nullptr;
-      const double d = std::strtod(begin, &end);
-      if (end == begin) fail("bad number", pos);
-      pos += static_cast<std::size_t>(end - begin);
+      // -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?, scanned within the text, then converted.
+      std::size_t end = pos + (c == '-');
+      if (!is_digit(s, end)) fail("bad number", pos);
+      if (s[end] == '0') {
+        ++end;
+      } else {
+        while (is_digit(s, end)) ++end;
+      }
+      if (end < s.size() && s[end] == '.') {
+        if (!is_digit(s, ++end)) fail("bad number", pos);
+        while (is_digit(s, end)) ++end;
+      }
+      if (end < s.size() && (s[end] == 'e' || s[end] == 'E')) {
+        ++end;
+        if (end < s.size() && (s[end] == '+' || s[end] == '-')) ++end;
+        if (!is_digit(s, end)) fail("bad number", pos);
+        while (is_digit(s, end)) ++end;
+      }
+      double d = 0;
+      const auto [stop, error] = std::from_chars(s.data() + pos, s.data() + end, d);
+      if (error != std::errc() || stop != s.data() + end) fail("number out of range", pos);
+      pos = end;
       v.value_ = d;
     } else {
       fail(std::string("unexpected character '") + c + "'", pos);
@@ -154,6 +186,8 @@ class json {
           case 'f': out += '\f'; break;
           case 'u':
             if (pos + 4 > s.size()) fail("short \\u escape", pos);
+            for (int i = 0; i < 4; ++i)
+              if (!is_hex(s[pos + static_cast<std::size_t>(i)])) fail("bad \\u escape", pos);
             pos += 4;
             out += '?';
             break;

@@ -1,6 +1,7 @@
 // Every backend kernel against a naive double-precision loop, on every backend in the test list.
 #include "test_support.hpp"
 
+#include <limits>
 #include <numbers>
 
 #if defined(_OPENMP)
@@ -371,6 +372,28 @@ TEST_CASE_TEMPLATE("shape mismatches throw and name the operation and both shape
   CHECK_THROWS_AS(a.view().reshaped(shape{4}), std::invalid_argument);
   CHECK_THROWS_AS((tensor<B>::from_host(backend, shape{2, 2}, std::vector<typename B::scalar_type>(3))), std::invalid_argument);
   CHECK_THROWS_AS((shape{1, 2, 3, 4, 5}), std::invalid_argument);
+}
+
+TEST_CASE("shape: numel checks its product for overflow, extents are never negative") {
+  CHECK(shape{}.numel() == 1);
+  CHECK(shape{2, 3, 4}.numel() == 24);
+  CHECK(shape{3037000499, 3037000499}.numel() == index_t(3037000499) * 3037000499);  // just below 2^63
+  // Extents that files and the API can reach: their product used to overflow index_t (undefined behaviour).
+  const index_t two32 = index_t(1) << 32;
+  CHECK_THROWS_WITH_AS(shape({two32, two32}).numel(),
+                       "treelora::shape: [4294967296, 4294967296] has more than 2^63 - 1 elements",
+                       std::invalid_argument);
+  CHECK_THROWS_AS(shape({3037000500, 3037000500}).numel(), std::invalid_argument);
+  CHECK_THROWS_AS(shape({2, 2, 2, std::numeric_limits<index_t>::max()}).numel(), std::invalid_argument);
+  CHECK_THROWS_AS(shape::batched(two32, shape{two32}).rows(), std::invalid_argument);
+  CHECK(shape({two32, two32, 0}).numel() == 0);  // an empty tensor is empty, however long its other axes
+  CHECK_THROWS_AS(shape({two32, two32, 0}).with_last(1).numel(), std::invalid_argument);
+  // Every way to make a shape refuses a negative extent.
+  CHECK_THROWS_WITH_AS(shape({2, -1}), doctest::Contains("negative extent -1"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(shape::batched(-1, shape{2}), doctest::Contains("negative extent -1"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(shape{2}.with_last(-3), doctest::Contains("negative extent -3"),
+                       std::invalid_argument);
 }
 
 TEST_CASE("Eigen interop is zero-copy in both directions") {

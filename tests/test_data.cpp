@@ -1,10 +1,13 @@
-// Data: gzip IDX round trip and every malformed-file error, image/label pairing and normalisation, class orders and
-// task splits, per-class subsampling, seeded epoch permutations, batch loading, and the real Fashion-MNIST files.
+// Data: gzip IDX round trip and every malformed-file error (hostile headers included), image/label pairing
+// and normalisation, class orders and task splits, per-class subsampling, seeded epoch permutations, batch
+// loading, the real Fashion-MNIST files, and the tests' own JSON reader against hostile input.
 #include "test_support.hpp"
 
 #include <fstream>
 #include <set>
 
+#include "fuzz/largest_allocation.hpp"  // replaces operator new in this test program
+#include "json_reader.hpp"
 #include "treelora/data.hpp"
 
 using namespace treelora;
@@ -31,6 +34,12 @@ void write_gzip(const std::filesystem::path& path, const std::vector<std::uint8_
   REQUIRE(f != nullptr);
   REQUIRE(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())) == static_cast<int>(bytes.size()));
   gzclose(f);
+}
+
+/// Writes raw bytes as they are (an uncompressed IDX file).
+void write_plain(const std::filesystem::path& path, const std::vector<std::uint8_t>& bytes) {
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
 }
 
 std::vector<std::uint8_t> idx_header(std::uint8_t type, std::vector<std::uint32_t> dims) {
@@ -66,7 +75,7 @@ TEST_CASE("gzip IDX files round trip") {
   // An uncompressed IDX file reads the same (zlib passes it through).
   auto raw = idx_header(0x08, {2, 3, 5});
   raw.insert(raw.end(), data.begin(), data.end());
-  std::ofstream(dir.path / "plain.idx", std::ios::binary).write(reinterpret_cast<const char*>(raw.data()), std::streamsize(raw.size()));
+  write_plain(dir.path / "plain.idx", raw);
   CHECK(read_idx(dir.path / "plain.idx").data == data);
   CHECK_THROWS_AS(write_idx(dir.path / "b.gz", dims, std::vector<std::uint8_t>(7)), std::invalid_argument);
 }
@@ -116,6 +125,101 @@ TEST_CASE("malformed IDX files throw std::runtime_error naming the path and the 
                        doctest::Contains("label/image count mismatch"), std::runtime_error);
   CHECK_THROWS_WITH_AS(read_idx_images_and_labels(path("labels.gz"), path("labels.gz")),
                        doctest::Contains("labels.gz: wrong rank 1, expected 3"), std::runtime_error);
+}
+
+TEST_CASE("hostile IDX headers: no wrapped sizes, no allocation beyond the data that arrives") {
+  temp_directory dir;
+  const auto path = [&](const char* name) { return dir.path / name; };
+  using treelora::testing::largest_allocation;
+  // Extents 65536 x 262144 x 2^30 multiply to 2^64, which wrapped to 0: the file was accepted without data.
+  write_plain(path("wrapped.idx"), {0x00, 0x00, 0x08, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00,
+                                    0x40, 0x00, 0x00, 0x00});
+  CHECK_THROWS_WITH_AS(read_idx(path("wrapped.idx")),
+                       doctest::Contains("wrapped.idx: the extents 65536 x 262144 x 1073741824 overflow"),
+                       std::runtime_error);
+  // A zero extent must not hide others whose product does not fit (the callers multiply sub-extents).
+  write_plain(path("zero.idx"), idx_header(0x08, {0, 0xffffffffu, 0xffffffffu}));
+  CHECK_THROWS_WITH_AS(read_idx(path("zero.idx")),
+                       doctest::Contains("zero.idx: the extents 0 x 4294967295 x 4294967295"),
+                       std::runtime_error);
+  write_plain(path("limit.idx"), idx_header(0x08, {0x10000, 0x10000, 5}));
+  CHECK_THROWS_WITH_AS(read_idx(path("limit.idx")), doctest::Contains("more than the limit"),
+                       std::runtime_error);
+  write_plain(path("no_images.idx"), idx_header(0x08, {0, 28, 28}));
+  const idx_array none = read_idx(path("no_images.idx"), 3);
+  CHECK(none.dims == std::vector<index_t>{0, 28, 28});
+  CHECK(none.data.empty());
+
+  // 8 bytes promising 1 GiB: the reader used to zero-fill 1 GiB before it read anything. Now its buffer grows
+  // as the data arrives (64 KiB first), plain or gzip.
+  for (const char* name : {"promise.idx", "promise.gz"}) {
+    const auto header = idx_header(0x08, {0x40000000u});
+    if (std::string_view(name).ends_with(".gz"))
+      write_gzip(path(name), header);
+    else
+      write_plain(path(name), header);
+    const std::string message =
+        concat(name, ": size mismatch: the header promises 1073741824 bytes of data, the file has 0");
+    const std::size_t largest = largest_allocation([&] {
+      CHECK_THROWS_WITH_AS(read_idx(path(name)), doctest::Contains(message.c_str()), std::runtime_error);
+    });
+    INFO(std::string(name));
+    CHECK(largest <= detail::idx_read_chunk_min_bytes);
+  }
+
+  // Data longer than the largest chunk (16 MiB) reads back exactly; cut short, it reports how much arrived.
+  const std::size_t size = (std::size_t(16) << 20) + 3;
+  std::vector<std::uint8_t> big(size);
+  for (std::size_t i = 0; i < size; ++i) big[i] = static_cast<std::uint8_t>((i * 131) ^ (i >> 13));
+  write_idx(path("big.gz"), std::vector<index_t>{static_cast<index_t>(size)}, big);
+  CHECK(read_idx(path("big.gz"), 1).data == big);
+  auto long_file = idx_header(0x08, {static_cast<std::uint32_t>(2 * size)});
+  long_file.insert(long_file.end(), big.begin(), big.end());
+  write_plain(path("cut.idx"), long_file);
+  const std::string cut_message =
+      concat("the header promises ", 2 * size, " bytes of data, the file has ", size);
+  CHECK_THROWS_WITH_AS(read_idx(path("cut.idx")), doctest::Contains(cut_message.c_str()), std::runtime_error);
+
+  write_plain(path("rank0.idx"), {0, 0, 8, 0});
+  CHECK_THROWS_WITH_AS(read_idx(path("rank0.idx")),
+                       doctest::Contains("rank0.idx: wrong rank 0, expected 1 or more"), std::runtime_error);
+  CHECK_THROWS_WITH_AS(read_idx(dir.path), doctest::Contains("is a directory"), std::runtime_error);
+  CHECK_THROWS_AS(read_idx(path("rank0.idx"), -1), std::invalid_argument);
+  CHECK_THROWS_AS(read_idx(path("rank0.idx"), 256), std::invalid_argument);
+}
+
+TEST_CASE("the tests' JSON reader limits nesting and rejects malformed input without reading past the end") {
+  using treelora::testing::json;
+  // 50,000 '[' used to recurse 50,000 frames deep and overflow the stack.
+  CHECK_THROWS_WITH_AS(json::parse(std::string(50000, '[')),
+                       doctest::Contains("nesting deeper than 512 levels at offset 512"), std::runtime_error);
+  CHECK(json::parse(std::string(512, '[') + std::string(512, ']')).size() == 1);
+  CHECK_THROWS_AS(json::parse(std::string(513, '[') + std::string(513, ']')), std::runtime_error);
+  std::string objects;
+  for (int i = 0; i < 600; ++i) objects += "{\"a\":";
+  CHECK_THROWS_WITH_AS(json::parse(objects), doctest::Contains("nesting deeper than 512"),
+                       std::runtime_error);
+
+  CHECK(json::parse("-0").number() == 0.0);
+  CHECK(json::parse("12.5e-1").number() == 1.25);
+  CHECK(json::parse("[1E2]")[0].number() == 100.0);
+  CHECK(json::parse("\"\\u00e9\"").string() == "?");
+  // Malformed: every one is an error (the numbers follow RFC 8259 strictly), none reads past the end of its
+  // text.
+  for (const char* bad :
+       {"-",       "1.",         "1e",        "1e+",         ".5",   "01",    "-Infinity", "NaN",
+        "+1",      "0x10",       "\"\\u12\"", "\"\\u12G4\"", "\"\\", "\"abc", "[1,",       "{\"a\"",
+        "{\"a\":", "{\"a\":1,}", "tru",       "nul",         "[",    ""}) {
+    INFO(std::string(bad));
+    CHECK_THROWS_AS(json::parse(bad), std::runtime_error);
+  }
+  // Cut at every byte, a valid document is an error, never a read past the end (the fuzzer checks with ASan).
+  const std::string good = R"({"a": [1, -2.5e1, true, null, "x\"y\u0041"], "b": {"c": false}})";
+  for (std::size_t n = 0; n < good.size(); ++n) {
+    INFO(good.substr(0, n));
+    CHECK_THROWS_AS(json::parse(good.substr(0, n)), std::runtime_error);
+  }
+  CHECK(json::parse(good)["a"].size() == 5);
 }
 
 TEST_CASE("images and labels become a normalised labelled_set") {

@@ -1,11 +1,13 @@
-// Rotation pre-training and its cache: rotations, fingerprints, a bit-exact save/load round trip, detection of a
-// flipped byte, truncation, a missing file and a config mismatch, load_or_pretrain's decisions, and a short
-// pre-training run that learns rotations well above chance (real Fashion-MNIST images when installed).
+// Rotation pre-training and its cache: rotations, fingerprints, a bit-exact save/load round trip, detection
+// of a flipped byte, truncation, a missing file and a config mismatch, hostile files with a valid checksum,
+// load_or_pretrain's decisions, and a short pre-training run that learns rotations well above chance (real
+// Fashion-MNIST images when installed).
 #include "test_support.hpp"
 
 #include <fstream>
 #include <sstream>
 
+#include "fuzz/largest_allocation.hpp"  // replaces operator new in this test program
 #include "treelora/data.hpp"
 #include "treelora/models.hpp"
 
@@ -65,6 +67,33 @@ std::vector<char> read_bytes(const std::filesystem::path& path) {
 }
 void write_bytes(const std::filesystem::path& path, const std::vector<char>& bytes) {
   std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+/// A cache file around `payload` with a valid size and checksum: only the payload parser stands between the
+/// bytes and the caller (what a crafted file, or a bug in the writer, would give).
+std::vector<char> cache_file_around(const std::vector<char>& payload, std::uint64_t fingerprint) {
+  std::vector<char> file(8);
+  std::memcpy(file.data(), "TLVITBB1", 8);
+  detail::put(file, backbone_cache_format_version);
+  detail::put(file, std::uint32_t(0));
+  detail::put(file, fingerprint);
+  detail::put(file, static_cast<std::uint64_t>(payload.size()));
+  detail::put(file, detail::cache_checksum(fingerprint, payload));
+  file.insert(file.end(), payload.begin(), payload.end());
+  return file;
+}
+
+/// A payload of one parameter record: `name`, its extents, then `values` floats (whatever the extents say).
+std::vector<char> one_parameter(const std::string& name, const std::vector<std::uint64_t>& extents,
+                                std::size_t values) {
+  std::vector<char> payload;
+  detail::put(payload, std::uint32_t(1));
+  detail::put(payload, static_cast<std::uint32_t>(name.size()));
+  payload.insert(payload.end(), name.begin(), name.end());
+  detail::put(payload, static_cast<std::uint32_t>(extents.size()));
+  for (auto e : extents) detail::put(payload, e);
+  for (std::size_t i = 0; i < values; ++i) detail::put(payload, 0.5f);
+  return payload;
 }
 
 }  // namespace
@@ -150,6 +179,95 @@ TEST_CASE("the backbone cache round trips bit-exactly and detects corruption, tr
                        backbone_cache_error);
   CHECK_THROWS_WITH_AS(load_backbone(dir.path / "flipped.bin", 1234), doctest::Contains("flipped.bin: corrupt"),
                        std::runtime_error);
+}
+
+TEST_CASE(
+    "hostile cache files with a valid checksum throw backbone_cache_error naming the path and the fault") {
+  temp_directory dir;
+  using treelora::testing::largest_allocation;
+  const auto load = [&](const char* name, const std::vector<char>& payload) {
+    write_bytes(dir.path / name, cache_file_around(payload, 77));
+    return load_backbone(dir.path / name, 77);
+  };
+  std::vector<char> count_only;
+  detail::put(count_only, std::uint32_t(1) << 24);
+  // 44 bytes claiming 2^24 parameters used to allocate 2^24 empty parameters (1.6 GB) before failing.
+  const std::size_t largest = largest_allocation([&] {
+    CHECK_THROWS_WITH_AS(load("count.bin", count_only),
+                         doctest::Contains("count.bin: corrupt (16777216 parameters"), backbone_cache_error);
+  });
+  CHECK(largest < (std::size_t(1) << 20));
+  std::vector<char> all_ones;
+  detail::put(all_ones, ~std::uint32_t(0));  // used to throw std::bad_alloc
+  CHECK_THROWS_WITH_AS(load("ones.bin", all_ones), doctest::Contains("ones.bin: corrupt"),
+                       backbone_cache_error);
+  // An extent with the sign bit set (used to escape as std::invalid_argument from shape), one whose byte
+  // count wraps (std::length_error), extents whose product overflows (accepted with no values), and too few
+  // values.
+  const std::uint64_t sign = std::uint64_t(1) << 63, quarter = std::uint64_t(1) << 62,
+                      two32 = std::uint64_t(1) << 32;
+  CHECK_THROWS_WITH_AS(load("sign.bin", one_parameter("w", {sign}, 0)),
+                       doctest::Contains("sign.bin: corrupt (w: extent 9223372036854775808"),
+                       backbone_cache_error);
+  CHECK_THROWS_WITH_AS(load("wrap.bin", one_parameter("w", {quarter}, 0)),
+                       doctest::Contains("wrap.bin: corrupt (w: [4611686018427387904] runs past"),
+                       backbone_cache_error);
+  CHECK_THROWS_WITH_AS(load("product.bin", one_parameter("w", {two32, two32}, 0)),
+                       doctest::Contains("product.bin: corrupt (w: [4294967296, 4294967296] runs past"),
+                       backbone_cache_error);
+  CHECK_THROWS_WITH_AS(load("few.bin", one_parameter("w", {2, 3}, 5)),
+                       doctest::Contains("few.bin: corrupt (w: [2, 3] runs past"), backbone_cache_error);
+  CHECK_THROWS_WITH_AS(load("rank.bin", one_parameter("w", {1, 1, 1, 1, 1}, 1)),
+                       doctest::Contains("rank.bin: corrupt (w: rank 5"), backbone_cache_error);
+  auto long_name = one_parameter("w", {1}, 1);
+  long_name[4] = 100;  // the name length
+  CHECK_THROWS_WITH_AS(load("name.bin", long_name),
+                       doctest::Contains("name.bin: corrupt (a parameter name runs past"),
+                       backbone_cache_error);
+  // A zero-size parameter is valid (its values used to be memcpy'd from/to null pointers, undefined
+  // behaviour).
+  const auto empty = load("empty.bin", one_parameter("bias", {0}, 0));
+  REQUIRE(empty.size() == 1);
+  CHECK(empty[0].name == "bias");
+  CHECK(empty[0].value_shape == shape{0});
+  CHECK(empty[0].values.empty());
+  // A directory at the cache path used to escape as std::ios_base::failure from the stream.
+  try {
+    load_backbone(dir.path, 77);
+    FAIL("no error");
+  } catch (const backbone_cache_error& e) {
+    CHECK(e.why() == backbone_cache_error::reason::unreadable);
+    CHECK(std::string(e.what()).find(dir.path.string() + ": unreadable (a directory") != std::string::npos);
+  }
+}
+
+TEST_CASE("load_or_pretrain rebuilds on every load failure: a hostile file, a directory in the way") {
+  temp_directory dir;
+  single_thread_scope one_thread;
+  F backend;
+  const auto images = synthetic_images(64, 8, 3);
+  std::ostringstream log;
+  const pretrain_settings settings{
+      .epochs = 1, .batch_size = 32, .warmup_steps = 1, .seed = 5, .progress = &log};
+  const std::uint64_t fingerprint = backbone_fingerprint(tiny_config(), settings, images);
+  const auto path = dir.path / "cache.bin";
+  write_bytes(path, cache_file_around(one_parameter("w", {std::uint64_t(1) << 63}, 0), fingerprint));
+  const auto first = load_or_pretrain(backend, path, tiny_config(), images, settings);
+  CHECK(log.str().find("cache.bin: corrupt (w: extent") != std::string::npos);
+  CHECK(log.str().find("rotation pre-training epoch 1/1") != std::string::npos);
+  CHECK(load_backbone(path, fingerprint).size() == first.size());
+
+  // A directory where the file should be: pre-train, say that the cache cannot be written, return the state.
+  log.str("");
+  const auto in_the_way = dir.path / "in_the_way";
+  std::filesystem::create_directories(in_the_way / "child");
+  const auto second = load_or_pretrain(backend, in_the_way, tiny_config(), images, settings);
+  CHECK(log.str().find("in_the_way: unreadable (a directory") != std::string::npos);
+  CHECK(log.str().find("rotation pre-training epoch 1/1") != std::string::npos);
+  CHECK(log.str().find("cannot write the pre-trained backbone") != std::string::npos);
+  REQUIRE(second.size() == first.size());
+  for (std::size_t i = 0; i < first.size(); ++i) CHECK(second[i].values == first[i].values);
+  CHECK(std::filesystem::is_directory(in_the_way / "child"));
 }
 
 TEST_CASE("load_or_pretrain pre-trains and writes, then loads; a changed config or a corrupt file pre-trains again") {

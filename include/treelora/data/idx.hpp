@@ -1,12 +1,15 @@
 // treelora/data/idx.hpp: reading and writing gzip-compressed IDX files (the MNIST / Fashion-MNIST format).
-// An IDX file is: two zero bytes, a type byte (0x08 = unsigned byte, the only type supported here), a rank byte,
-// `rank` big-endian uint32 extents, then the product of the extents in bytes. zlib's gzread also reads an
-// uncompressed file transparently. Every failure throws std::runtime_error naming the path and what was wrong.
-// Needs zlib (link ZLIB::ZLIB).
+// An IDX file is: two zero bytes, a type byte (0x08 = unsigned byte, the only type supported here), a rank
+// byte, `rank` big-endian uint32 extents, then the product of the extents in bytes. zlib's gzread also reads
+// an uncompressed file transparently. Every failure throws std::runtime_error naming the path and what was
+// wrong. The reader trusts nothing in the file: the extents' product is checked for overflow and bounded
+// (idx_max_bytes), and memory grows only as data arrives, so a short file cannot make it allocate what it
+// promises (tests/fuzz/). Needs zlib (link ZLIB::ZLIB).
 #pragma once
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <filesystem>
@@ -24,7 +27,16 @@ struct idx_array {
   std::vector<std::uint8_t> data;
 };
 
+/// The most data read_idx accepts, 16 GiB: far above any IDX data set in use (Fashion-MNIST's training images
+/// are 47 MB), and a bound on what a header can ask for.
+inline constexpr std::uint64_t idx_max_bytes = std::uint64_t(1) << 34;
+
 namespace detail {
+/// read_idx's buffer grows as the data arrives: first by this much, then by as much as has arrived, at most
+/// idx_read_chunk_max_bytes at a time.
+inline constexpr std::size_t idx_read_chunk_min_bytes = std::size_t(64) << 10;
+inline constexpr std::size_t idx_read_chunk_max_bytes = std::size_t(16) << 20;
+
 class gz_file {
  public:
   gz_file(const std::filesystem::path& path, const char* mode) : path_(path), file_(gzopen(path.c_str(), mode)) {}
@@ -67,8 +79,13 @@ class gz_file {
 /// Reads a (gzip) IDX file of unsigned bytes. `expected_rank` > 0 also checks the rank (3 for images, 1 for labels).
 inline idx_array read_idx(const std::filesystem::path& path, int expected_rank = 0) {
   constexpr std::string_view where = "read_idx";
+  if (expected_rank < 0 || expected_rank > 255)
+    throw_invalid_argument(where, concat("expected rank ", expected_rank, " (0 for any, else 1 to 255)"));
   std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw_runtime_error(where, concat(path.string(), ": no such file"));
+  const auto status = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(status)) throw_runtime_error(where, concat(path.string(), ": no such file"));
+  if (std::filesystem::is_directory(status))
+    throw_runtime_error(where, concat(path.string(), ": is a directory, not an IDX file"));
   detail::gz_file file(path, "rb");
   if (!file) throw_runtime_error(where, concat(path.string(), ": cannot open for reading"));
   std::array<std::uint8_t, 4> magic{};
@@ -85,18 +102,46 @@ inline idx_array read_idx(const std::filesystem::path& path, int expected_rank =
     throw_runtime_error(where, concat(path.string(), ": wrong rank ", rank, ", expected ",
                                       expected_rank > 0 ? expected_rank : 1, expected_rank > 0 ? "" : " or more"));
   idx_array out;
-  std::size_t total = 1;
   for (int i = 0; i < rank; ++i) {
     std::array<std::uint8_t, 4> b{};
     if (file.read(b.data(), 4, where) != 4)
       throw_runtime_error(where, concat(path.string(), ": truncated header (extent ", i, " of ", rank, " missing)"));
     const std::uint32_t extent = (std::uint32_t(b[0]) << 24) | (std::uint32_t(b[1]) << 16) | (std::uint32_t(b[2]) << 8) | b[3];
     out.dims.push_back(static_cast<index_t>(extent));
-    total *= extent;
-    if (total > (std::size_t(1) << 34)) throw_runtime_error(where, concat(path.string(), ": implausible size in header"));
   }
-  out.data.resize(total);
-  const std::size_t got = file.read(out.data.data(), total, where);
+  // Checked: 65536 x 262144 x 2^30 wraps to 0 in 64 bits. Zero extents count as 1 here, so a header cannot
+  // pair an empty axis with others whose product overflows where the callers multiply them (rows x columns of
+  // an image).
+  std::uint64_t bound = 1;
+  bool overflow = false, empty = false;
+  for (index_t d : out.dims) {
+    empty = empty || d == 0;
+    overflow = overflow || __builtin_mul_overflow(
+                               bound, std::max<std::uint64_t>(static_cast<std::uint64_t>(d), 1), &bound);
+  }
+  if (overflow || bound > idx_max_bytes) {
+    std::string extents;
+    for (index_t d : out.dims) extents += (extents.empty() ? "" : " x ") + std::to_string(d);
+    if (overflow)
+      throw_runtime_error(
+          where, concat(path.string(), ": the extents ", extents, " overflow 64 bits (corrupt header)"));
+    throw_runtime_error(where, concat(path.string(), ": the extents ", extents, " multiply to ", bound,
+                                      " bytes", empty ? " (zero extents counted as 1)" : "",
+                                      ", more than the limit of ", idx_max_bytes, " (16 GiB)"));
+  }
+  const std::size_t total = empty ? 0 : static_cast<std::size_t>(bound);
+  // The buffer grows one chunk at a time, each only once the previous one has filled, so it never holds more
+  // than twice the data that arrived plus 64 KiB, whatever the header promises (a gzip stream's length is not
+  // known before its end, so the file's size cannot bound it).
+  std::size_t got = 0;
+  while (got < total) {
+    const std::size_t step = std::min(
+        total - got, std::clamp(got, detail::idx_read_chunk_min_bytes, detail::idx_read_chunk_max_bytes));
+    out.data.resize(got + step);
+    const std::size_t arrived = file.read(out.data.data() + got, step, where);
+    got += arrived;
+    if (arrived < step) break;
+  }
   if (got != total)
     throw_runtime_error(where, concat(path.string(), ": size mismatch: the header promises ", total,
                                       " bytes of data, the file has ", got));
@@ -111,11 +156,12 @@ inline idx_array read_idx(const std::filesystem::path& path, int expected_rank =
 inline void write_idx(const std::filesystem::path& path, std::span<const index_t> dims, std::span<const std::uint8_t> data) {
   constexpr std::string_view where = "write_idx";
   std::size_t total = 1;
+  bool overflow = false;
   for (index_t d : dims) {
     if (d < 0 || d > 0xffffffffLL) throw_invalid_argument(where, concat("extent ", d, " does not fit in 32 bits"));
-    total *= static_cast<std::size_t>(d);
+    overflow = overflow || __builtin_mul_overflow(total, static_cast<std::size_t>(d), &total);
   }
-  if (dims.empty() || dims.size() > 255 || total != data.size())
+  if (dims.empty() || dims.size() > 255 || overflow || total != data.size())
     throw_invalid_argument(where, concat(dims.size(), " extents for ", data.size(), " bytes"));
   detail::gz_file file(path, "wb");
   if (!file) throw_runtime_error(where, concat(path.string(), ": cannot open for writing"));

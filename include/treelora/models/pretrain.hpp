@@ -15,7 +15,9 @@
 //          40  payload  u32 parameter count, then per parameter: u32 name length, name bytes, u32 rank,
 //                       rank x u64 extents, numel x f32 values
 // load_or_pretrain loads when the file is valid and its fingerprint matches; otherwise it says why on the progress
-// stream (missing / corrupt / config mismatch), pre-trains, and writes the file.
+// stream (missing / unreadable / corrupt / config mismatch), pre-trains, and writes the file (when it cannot, it says
+// so and carries on). The reader trusts nothing in the file, a valid checksum included: every count and size is
+// checked against the bytes left before anything is allocated (fuzzed by tests/fuzz/fuzz_backbone_cache.cpp).
 #pragma once
 
 #include <bit>
@@ -26,6 +28,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <numbers>
 #include <stdexcept>
 #include <string>
@@ -113,10 +116,11 @@ inline std::uint64_t backbone_fingerprint(const vit_config& config, const pretra
   return h;
 }
 
-/// Why a cache file could not be used.
+/// Why a cache file could not be used. `unreadable`: a directory or another non-file at the path, an I/O
+/// error, or not enough memory to hold it.
 class backbone_cache_error : public std::runtime_error {
  public:
-  enum class reason { missing, corrupt, mismatch };
+  enum class reason { missing, corrupt, mismatch, unreadable };
   backbone_cache_error(reason r, const std::string& what) : std::runtime_error(what), reason_(r) {}
   reason why() const { return reason_; }
 
@@ -132,7 +136,7 @@ void put(std::vector<char>& out, T value) {
 }
 template <class T>
 T take(const std::vector<char>& in, std::size_t& at, const std::filesystem::path& path) {
-  if (at + sizeof(T) > in.size())
+  if (at > in.size() || in.size() - at < sizeof(T))
     throw backbone_cache_error(backbone_cache_error::reason::corrupt,
                                concat("treelora::load_backbone: ", path.string(), ": corrupt (payload ends early)"));
   T value;
@@ -140,19 +144,27 @@ T take(const std::vector<char>& in, std::size_t& at, const std::filesystem::path
   at += sizeof(T);
   return value;
 }
+inline std::uint64_t cache_checksum(std::uint64_t fingerprint, const char* payload, std::size_t bytes) {
+  return fnv1a64(payload, bytes, fnv1a64(&fingerprint, sizeof(fingerprint)));
+}
 inline std::uint64_t cache_checksum(std::uint64_t fingerprint, const std::vector<char>& payload) {
-  return fnv1a64(payload.data(), payload.size(), fnv1a64(&fingerprint, sizeof(fingerprint)));
+  return cache_checksum(fingerprint, payload.data(), payload.size());
 }
 }  // namespace detail
 
 /// Writes backbone parameters with their fingerprint (see the format above).
 inline void save_backbone(const std::filesystem::path& path, std::uint64_t fingerprint,
                           const std::vector<host_parameter>& state) {
+  constexpr std::size_t u32_max = 0xffffffffu;
+  if (state.size() > u32_max)
+    throw_invalid_argument("save_backbone", concat(state.size(), " parameters (at most 2^32 - 1)"));
   std::vector<char> payload;
   detail::put(payload, static_cast<std::uint32_t>(state.size()));
   for (const auto& p : state) {
     if (static_cast<index_t>(p.values.size()) != p.value_shape.numel())
       throw_invalid_argument("save_backbone", concat(p.name, ": ", p.values.size(), " values for ", p.value_shape.to_string()));
+    if (p.name.size() > u32_max)
+      throw_invalid_argument("save_backbone", concat("a name of ", p.name.size(), " bytes"));
     detail::put(payload, static_cast<std::uint32_t>(p.name.size()));
     payload.insert(payload.end(), p.name.begin(), p.name.end());
     detail::put(payload, static_cast<std::uint32_t>(p.value_shape.rank()));
@@ -180,53 +192,103 @@ inline void save_backbone(const std::filesystem::path& path, std::uint64_t finge
   if (ec) throw_runtime_error("save_backbone", concat("cannot rename ", temporary.string(), " to ", path.string(), ": ", ec.message()));
 }
 
-/// Reads a backbone file; throws backbone_cache_error (missing, corrupt, or a fingerprint other than `expected`).
+/// Reads a backbone file. Every failure throws backbone_cache_error, a std::runtime_error whose message names
+/// the path and the fault: missing, unreadable, corrupt, or a fingerprint other than `expected` (mismatch).
 inline std::vector<host_parameter> load_backbone(const std::filesystem::path& path, std::uint64_t expected) {
   using reason = backbone_cache_error::reason;
-  auto corrupt = [&](const std::string& what) {
-    return backbone_cache_error(reason::corrupt, concat("treelora::load_backbone: ", path.string(), ": corrupt (", what, ")"));
+  auto error = [&](reason r, const std::string& what) {
+    return backbone_cache_error(r, concat("treelora::load_backbone: ", path.string(), ": ", what));
   };
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw backbone_cache_error(reason::missing, concat("treelora::load_backbone: ", path.string(), ": missing or unreadable"));
-  std::vector<char> file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (file.size() < 40) throw corrupt(concat("truncated header: ", file.size(), " bytes"));
-  if (std::memcmp(file.data(), "TLVITBB1", 8) != 0) throw corrupt("bad magic");
-  std::size_t at = 8;
-  const auto version = detail::take<std::uint32_t>(file, at, path);
-  if (version != backbone_cache_format_version)
-    throw corrupt(concat("format version ", version, ", this build reads ", backbone_cache_format_version));
-  at += 4;
-  const auto fingerprint = detail::take<std::uint64_t>(file, at, path);
-  const auto size = detail::take<std::uint64_t>(file, at, path);
-  const auto checksum = detail::take<std::uint64_t>(file, at, path);
-  if (file.size() - 40 != size) throw corrupt(concat("payload of ", file.size() - 40, " bytes, the header says ", size));
-  const std::vector<char> payload(file.begin() + 40, file.end());
-  if (detail::cache_checksum(fingerprint, payload) != checksum) throw corrupt("checksum mismatch");
-  if (fingerprint != expected)
-    throw backbone_cache_error(reason::mismatch, concat("treelora::load_backbone: ", path.string(),
-                                                        ": config mismatch (the file was pre-trained with another "
-                                                        "configuration, settings or data)"));
-  at = 0;
-  std::vector<host_parameter> state(detail::take<std::uint32_t>(payload, at, path));
-  for (auto& p : state) {
-    const auto length = detail::take<std::uint32_t>(payload, at, path);
-    if (at + length > payload.size()) throw corrupt("name runs past the payload");
-    p.name.assign(payload.data() + at, length);
-    at += length;
-    const auto rank = detail::take<std::uint32_t>(payload, at, path);
-    if (rank > static_cast<std::uint32_t>(shape::max_rank)) throw corrupt(concat(p.name, ": rank ", rank));
-    index_t dims[shape::max_rank] = {};
-    for (std::uint32_t axis = 0; axis < rank; ++axis) dims[axis] = static_cast<index_t>(detail::take<std::uint64_t>(payload, at, path));
-    p.value_shape = rank == 0 ? shape{} : rank == 1 ? shape{dims[0]} : rank == 2 ? shape{dims[0], dims[1]}
-                  : rank == 3 ? shape{dims[0], dims[1], dims[2]} : shape{dims[0], dims[1], dims[2], dims[3]};
-    const auto count = static_cast<std::size_t>(p.value_shape.numel());
-    if (at + count * sizeof(float) > payload.size()) throw corrupt(concat(p.name, ": values run past the payload"));
-    p.values.resize(count);
-    std::memcpy(p.values.data(), payload.data() + at, count * sizeof(float));
-    at += count * sizeof(float);
+  auto corrupt = [&](const std::string& what) {
+    return error(reason::corrupt, concat("corrupt (", what, ")"));
+  };
+  try {
+    std::error_code ec;
+    const auto status = std::filesystem::status(path, ec);
+    if (status.type() == std::filesystem::file_type::not_found) throw error(reason::missing, "missing");
+    if (ec) throw error(reason::unreadable, concat("unreadable (", ec.message(), ")"));
+    if (std::filesystem::is_directory(status))
+      throw error(reason::unreadable, "unreadable (a directory, not a cache file)");
+    if (!std::filesystem::is_regular_file(status))
+      throw error(reason::unreadable, "unreadable (not a regular file)");
+    std::ifstream in(path, std::ios::binary);
+    const auto bytes = std::filesystem::file_size(path, ec);
+    if (!in || ec)
+      throw error(reason::unreadable, concat("unreadable (", ec ? ec.message() : "cannot open", ")"));
+    std::vector<char> file(static_cast<std::size_t>(bytes));  // what the file holds, nothing it merely claims
+    in.read(file.data(), static_cast<std::streamsize>(file.size()));
+    if (static_cast<std::uint64_t>(in.gcount()) != bytes)
+      throw error(reason::unreadable, concat("unreadable (read ", in.gcount(), " of its ", bytes, " bytes)"));
+
+    if (file.size() < 40) throw corrupt(concat("truncated header: ", file.size(), " bytes"));
+    if (std::memcmp(file.data(), "TLVITBB1", 8) != 0) throw corrupt("bad magic");
+    std::size_t at = 8;
+    const auto version = detail::take<std::uint32_t>(file, at, path);
+    if (version != backbone_cache_format_version)
+      throw corrupt(concat("format version ", version, ", this build reads ", backbone_cache_format_version));
+    at += 4;
+    const auto fingerprint = detail::take<std::uint64_t>(file, at, path);
+    const auto size = detail::take<std::uint64_t>(file, at, path);
+    const auto checksum = detail::take<std::uint64_t>(file, at, path);
+    if (file.size() - 40 != size)
+      throw corrupt(concat("payload of ", file.size() - 40, " bytes, the header says ", size));
+    if (detail::cache_checksum(fingerprint, file.data() + 40, file.size() - 40) != checksum)
+      throw corrupt("checksum mismatch");
+    if (fingerprint != expected)
+      throw error(reason::mismatch,
+                  "config mismatch (the file was pre-trained with another configuration, settings or data)");
+
+    // The payload. A valid checksum says only that these are the bytes that were written: every count and
+    // size is still checked against the bytes left, with checked arithmetic, before anything is allocated.
+    const auto left = [&] { return file.size() - at; };
+    const auto count = detail::take<std::uint32_t>(file, at, path);
+    if (count > left() / 8)  // a name length and a rank at least
+      throw corrupt(concat(count, " parameters cannot fit in the ", left(), " bytes left"));
+    std::vector<host_parameter> state;
+    for (std::uint32_t i = 0; i < count; ++i) {
+      host_parameter p;
+      const auto length = detail::take<std::uint32_t>(file, at, path);
+      if (length > left()) throw corrupt("a parameter name runs past the payload");
+      p.name.assign(file.data() + at, length);
+      at += length;
+      const auto rank = detail::take<std::uint32_t>(file, at, path);
+      if (rank > static_cast<std::uint32_t>(shape::max_rank))
+        throw corrupt(concat(p.name, ": rank ", rank, " (at most ", shape::max_rank, ")"));
+      index_t dims[shape::max_rank] = {};
+      std::uint64_t values = 1;
+      bool overflow = false, empty = false;
+      for (std::uint32_t axis = 0; axis < rank; ++axis) {
+        const auto extent = detail::take<std::uint64_t>(file, at, path);
+        if (extent > static_cast<std::uint64_t>(std::numeric_limits<index_t>::max()))
+          throw corrupt(concat(p.name, ": extent ", extent, " does not fit in index_t"));
+        dims[axis] = static_cast<index_t>(extent);
+        empty = empty || extent == 0;
+        overflow = overflow || __builtin_mul_overflow(values, extent, &values);
+      }
+      p.value_shape = rank == 0   ? shape{}
+                      : rank == 1 ? shape{dims[0]}
+                      : rank == 2 ? shape{dims[0], dims[1]}
+                      : rank == 3 ? shape{dims[0], dims[1], dims[2]}
+                                  : shape{dims[0], dims[1], dims[2], dims[3]};
+      if (empty)
+        values = 0;  // whatever the other extents
+      else if (overflow)
+        values = std::numeric_limits<std::uint64_t>::max();  // more than any payload holds
+      if (values > left() / sizeof(float))
+        throw corrupt(concat(p.name, ": ", p.value_shape.to_string(), " runs past the payload (", left(),
+                             " bytes left)"));
+      p.values.resize(static_cast<std::size_t>(values));
+      if (values > 0) std::memcpy(p.values.data(), file.data() + at, p.values.size() * sizeof(float));
+      at += p.values.size() * sizeof(float);
+      state.push_back(std::move(p));
+    }
+    if (at != file.size()) throw corrupt("trailing bytes after the last parameter");
+    return state;
+  } catch (const backbone_cache_error&) {
+    throw;
+  } catch (const std::exception& e) {  // an I/O error from the stream, or no memory for a (large, valid) file
+    throw error(reason::unreadable, concat("unreadable (", e.what(), ")"));
   }
-  if (at != payload.size()) throw corrupt("trailing bytes after the last parameter");
-  return state;
 }
 
 /// Accuracy of rotation prediction over all four rotations of (up to) `max_images` images of `images`.
@@ -371,12 +433,21 @@ std::vector<host_parameter> load_or_pretrain(B& backend, const std::filesystem::
     auto state = load_backbone(path, fingerprint);
     if (settings.progress) *settings.progress << "treelora: loaded the pre-trained backbone from " << path.string() << std::endl;
     return state;
-  } catch (const backbone_cache_error& e) {
+  } catch (const std::exception& e) {  // backbone_cache_error by contract; whatever the failure, rebuild
     if (settings.progress) *settings.progress << e.what() << "; pre-training" << std::endl;
   }
   auto state = pretrain_backbone(backend, config, images, settings);
-  save_backbone(path, fingerprint, state);
-  if (settings.progress) *settings.progress << "treelora: wrote the pre-trained backbone to " << path.string() << std::endl;
+  try {
+    save_backbone(path, fingerprint, state);
+    if (settings.progress)
+      *settings.progress << "treelora: wrote the pre-trained backbone to " << path.string() << std::endl;
+  } catch (const std::runtime_error& e) {
+    // The cache only saves time: a path that cannot be written (a directory in the way, a full or read-only
+    // disk) costs the next run a pre-training, not this run its backbone.
+    if (settings.progress)
+      *settings.progress << "treelora: cannot write the pre-trained backbone (" << e.what()
+                         << "); continuing without the cache" << std::endl;
+  }
   return state;
 }
 

@@ -16,10 +16,7 @@ class shape {
   shape() = default;
   shape(std::initializer_list<index_t> dims) {
     if (dims.size() > max_rank) throw_invalid_argument("shape", concat("rank ", dims.size(), " > ", max_rank));
-    for (index_t d : dims) {
-      if (d < 0) throw_invalid_argument("shape", concat("negative extent ", d));
-      dims_[static_cast<std::size_t>(rank_++)] = d;
-    }
+    for (index_t d : dims) dims_[static_cast<std::size_t>(rank_++)] = non_negative(d);
   }
 
   int rank() const { return rank_; }
@@ -27,9 +24,18 @@ class shape {
     if (axis < 0 || axis >= rank_) throw_invalid_argument("shape", concat("axis ", axis, " out of range for ", to_string()));
     return dims_[static_cast<std::size_t>(axis)];
   }
+  /// The number of elements. Throws std::invalid_argument when it does not fit in index_t (extents can come
+  /// from files); an extent of 0 makes it 0 whatever the others are.
   index_t numel() const {
     index_t n = 1;
-    for (int i = 0; i < rank_; ++i) n *= dims_[static_cast<std::size_t>(i)];
+    bool overflow = false;
+    for (int i = 0; i < rank_; ++i)
+      overflow |= __builtin_mul_overflow(n, dims_[static_cast<std::size_t>(i)], &n);
+    if (overflow) [[unlikely]] {
+      for (int i = 0; i < rank_; ++i)
+        if (dims_[static_cast<std::size_t>(i)] == 0) return 0;
+      throw_invalid_argument("shape", concat(to_string(), " has more than 2^63 - 1 elements"));
+    }
     return n;
   }
   /// The extent of the last axis (1 for a scalar): tensors of any rank are read as [rows, cols] matrices.
@@ -43,7 +49,7 @@ class shape {
       throw_invalid_argument("shape::batched", concat("a batch of ", example.to_string(), " would exceed rank ", max_rank));
     shape s;
     s.rank_ = example.rank_ + 1;
-    s.dims_[0] = leading;
+    s.dims_[0] = non_negative(leading);
     for (int i = 0; i < example.rank_; ++i) s.dims_[static_cast<std::size_t>(i + 1)] = example.dims_[static_cast<std::size_t>(i)];
     return s;
   }
@@ -52,7 +58,7 @@ class shape {
   shape with_last(index_t extent) const {
     shape s = *this;
     if (s.rank_ == 0) s.rank_ = 1;
-    s.dims_[static_cast<std::size_t>(s.rank_ - 1)] = extent;
+    s.dims_[static_cast<std::size_t>(s.rank_ - 1)] = non_negative(extent);
     return s;
   }
 
@@ -69,6 +75,11 @@ class shape {
   }
 
  private:
+  static index_t non_negative(index_t extent) {
+    if (extent < 0) throw_invalid_argument("shape", concat("negative extent ", extent));
+    return extent;
+  }
+
   std::array<index_t, max_rank> dims_{};
   int rank_ = 0;
 };

@@ -1,0 +1,103 @@
+// tests/fuzz/make_seeds.cpp: writes the fuzzers' seed corpora with the library's own writers
+// (docs/fuzzing.md):
+//   <out>/fuzz_idx/seeds             write_idx files (gzip) and the same files uncompressed
+//   <out>/fuzz_backbone_cache/seeds  save_backbone files: a tiny ViT's backbone and a state with odd shapes
+//   <out>/fuzz_json_reader/seeds     small JSON texts, and 50,000 '[' (the stack-overflow regression,
+//   generated here
+//                                    rather than committed)
+// and empties <out>/<fuzzer>/work, the directory where a run keeps the new inputs it finds.
+// Usage: treelora_fuzz_seeds <out>
+#include <zlib.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "treelora/data/idx.hpp"
+#include "treelora/models/pretrain.hpp"
+
+namespace fs = std::filesystem;
+using namespace treelora;
+
+namespace {
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  if (!out) throw_runtime_error("make_seeds", concat(path.string(), ": write failed"));
+}
+
+/// A write_idx file, and the same bytes uncompressed beside it.
+void idx_seed(const fs::path& dir, const std::string& name, const std::vector<index_t>& dims) {
+  std::size_t total = 1;
+  for (index_t d : dims) total *= static_cast<std::size_t>(d);
+  std::vector<std::uint8_t> data(total);
+  for (std::size_t i = 0; i < total; ++i) data[i] = static_cast<std::uint8_t>(i * 37 + 11);
+  write_idx(dir / (name + ".gz"), dims, data);
+  gzFile in = gzopen((dir / (name + ".gz")).c_str(), "rb");
+  std::vector<char> plain(64 + total);
+  const int got = in ? gzread(in, plain.data(), static_cast<unsigned>(plain.size())) : -1;
+  if (in) gzclose(in);
+  if (got < 0) throw_runtime_error("make_seeds", concat(name, ": cannot read back"));
+  write_text(dir / (name + ".idx"), std::string(plain.data(), static_cast<std::size_t>(got)));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::cerr << "usage: " << argv[0] << " <output directory>\n";
+    return 2;
+  }
+  const fs::path out = argv[1];
+  auto fresh = [&](const std::string& fuzzer) {
+    for (const char* sub : {"seeds", "work"}) {
+      fs::remove_all(out / fuzzer / sub);
+      fs::create_directories(out / fuzzer / sub);
+    }
+    return out / fuzzer / "seeds";
+  };
+
+  const fs::path idx = fresh("fuzz_idx");
+  idx_seed(idx, "labels", {7});
+  idx_seed(idx, "images", {3, 4, 4});
+  idx_seed(idx, "image_28x28", {1, 28, 28});
+  idx_seed(idx, "rank4", {2, 1, 3, 2});
+  idx_seed(idx, "no_images", {0, 28, 28});
+
+  const fs::path cache = fresh("fuzz_backbone_cache");
+  cpu_backend<float> backend;
+  vit_config tiny{.image_height = 8,
+                  .image_width = 8,
+                  .channels = 1,
+                  .patch_size = 4,
+                  .width = 4,
+                  .depth = 1,
+                  .heads = 1,
+                  .mlp_ratio = 1.0,
+                  .classes = 4,
+                  .seed = 1};
+  tiny.lora_targets.clear();  // the backbone alone, as pretrain_backbone builds it
+  vit<cpu_backend<float>> model(backend, tiny);
+  save_backbone(cache / "tiny_vit.bin", 1, model.backbone_state());
+  save_backbone(cache / "odd_shapes.bin", 2,
+                {{"scalar", shape{}, {1.5f}},
+                 {"empty", shape{0}, {}},
+                 {"empty_rows", shape{0, 3}, {}},
+                 {"matrix", shape{2, 3}, {1, 2, 3, 4, 5, 6}},
+                 {"rank4", shape{1, 2, 1, 2}, {-1, 0, 1, 2}}});
+  save_backbone(cache / "no_parameters.bin", 3, {});
+
+  const fs::path json = fresh("fuzz_json_reader");
+  write_text(json / "oracle_like.json",
+             R"({"trees": [{"depth": 2, "members": [0, 1, 3], "median": -1.25e-3}], "name": "a\"b\\c\u0041",)"
+             R"( "flags": [true, false, null], "nested": {"x": {"y": [[], {}, [0.5, -0, 1E+2]]}}})");
+  write_text(json / "numbers.json", "[0, -0, 1, -12.5, 3e7, 4.25E-2, 123456789012345678901234567890]");
+  write_text(json / "empty_containers.json", " [ { } , [ ] , \"\" ] ");
+  write_text(json / "regression_deep_nesting.json", std::string(50000, '['));
+  std::cout << "treelora: fuzz seed corpora written under " << out.string() << "\n";
+  return 0;
+}
