@@ -338,3 +338,22 @@ TEST_CASE("rotation pre-training of a tiny ViT learns rotations well above chanc
   CHECK(accuracy > 0.5);
   CHECK(model.classes() == 4);
 }
+
+TEST_CASE("pre-training takes the images alone (a view, no labels, no copy) and reports each epoch's own time") {
+  single_thread_scope one_thread;
+  F backend;
+  const auto images = synthetic_images(64, 8, 3);
+  std::ostringstream log;
+  const pretrain_settings settings{.epochs = 2, .batch_size = 32, .warmup_steps = 1, .seed = 5, .progress = &log};
+  const std::vector<float> pixels = images.features;  // plain floats, nothing else
+  const image_view alone(images.example_shape, pixels);
+  CHECK(alone.size() == 64);
+  const auto from_view = pretrain_backbone(backend, tiny_config(), alone, settings);
+  const auto from_set = pretrain_backbone(backend, tiny_config(), images, settings);
+  REQUIRE(from_view.size() == from_set.size());
+  for (std::size_t i = 0; i < from_view.size(); ++i) CHECK(from_view[i].values == from_set[i].values);
+  CHECK(log.str().find("s this epoch, ") != std::string::npos);
+  CHECK(log.str().find("s in all, 64 images") != std::string::npos);
+  CHECK_THROWS_WITH_AS(image_view(shape{8, 8}, std::span<const float>(pixels.data(), 100)),
+                       doctest::Contains("not a whole number of examples"), std::invalid_argument);
+}

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,6 +48,25 @@ struct labelled_set {
           throw_invalid_argument(where, concat(what, ": example ", i / static_cast<std::size_t>(width), " has a non-finite value (",
                                                features[i], ") at position ", i % static_cast<std::size_t>(width)));
   }
+};
+
+/// Examples without labels, viewed (not copied): what rotation pre-training reads. A labelled_set converts to it
+/// (its labels are not part of the view), so pre-training never needs a copy with the labels cleared.
+struct image_view {
+  shape example_shape;
+  std::span<const float> features;  ///< size() * example_shape.numel() values, row-major
+
+  image_view(shape example, std::span<const float> values) : example_shape(example), features(values) {
+    const index_t width = example_shape.numel();
+    if (example_shape.rank() == 0 || width <= 0 || features.size() % static_cast<std::size_t>(width) != 0)
+      throw_invalid_argument("image_view", concat(features.size(), " values are not a whole number of examples of shape ",
+                                                  example_shape.to_string()));
+  }
+  image_view(const labelled_set& set)  // NOLINT(google-explicit-constructor): images of a labelled set, labels unread
+      : image_view(set.example_shape, std::span<const float>(set.features)) {}
+
+  index_t size() const { return static_cast<index_t>(features.size()) / example_size(); }
+  index_t example_size() const { return example_shape.numel(); }
 };
 
 /// One task of a stream: its own classes (global label ids) and its train and test examples.

@@ -36,6 +36,7 @@
 
 #include "treelora/data/batching.hpp"
 #include "treelora/data/dataset.hpp"
+#include "treelora/io/atomic_file.hpp"
 #include "treelora/models/vit.hpp"
 #include "treelora/optim/adam.hpp"
 
@@ -44,6 +45,10 @@ namespace treelora {
 static_assert(std::endian::native == std::endian::little, "treelora: the backbone cache format assumes a little-endian host");
 
 inline constexpr std::uint32_t backbone_cache_format_version = 1;
+/// Part of the fingerprint, bumped when the same configuration, settings and images pre-train other bits, so that
+/// older caches are pre-trained again. 2: the CPU GEMM cuts C into tiles fixed by the shape, and results no longer
+/// follow the thread count (a cache written before held whichever thread count's backbone ran first).
+inline constexpr std::uint32_t backbone_numerics_revision = 2;
 
 /// FNV-1a, 64-bit (Fowler, Noll, Vo): h = (h xor byte) * 0x100000001b3, from 0xcbf29ce484222325.
 inline std::uint64_t fnv1a64(const void* data, std::size_t bytes, std::uint64_t hash = 0xcbf29ce484222325ULL) {
@@ -95,10 +100,11 @@ inline void rotate_quarter_turns(const float* in, float* out, index_t channels, 
 /// the config (not classes and not the LoRA settings: one cache serves every adapter configuration), the
 /// pre-training settings, and the image count, shape and 4096 evenly spaced pixel values.
 inline std::uint64_t backbone_fingerprint(const vit_config& config, const pretrain_settings& settings,
-                                          const labelled_set& images) {
+                                          image_view images) {
   std::uint64_t h = fnv1a64("treelora vit backbone", 21);
   auto mix = [&h](auto value) { h = fnv1a64(&value, sizeof(value), h); };
   mix(backbone_cache_format_version);
+  mix(backbone_numerics_revision);
   for (index_t v : {config.image_height, config.image_width, config.channels, config.patch_size, config.width,
                     config.depth, config.heads, config.mlp_hidden()})
     mix(v);
@@ -182,14 +188,8 @@ inline void save_backbone(const std::filesystem::path& path, std::uint64_t finge
   file.insert(file.end(), payload.begin(), payload.end());
   std::error_code ec;
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
-  const std::filesystem::path temporary = path.string() + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out.write(file.data(), static_cast<std::streamsize>(file.size()));
-    if (!out) throw_runtime_error("save_backbone", concat(temporary.string(), ": write failed"));
-  }
-  std::filesystem::rename(temporary, path, ec);
-  if (ec) throw_runtime_error("save_backbone", concat("cannot rename ", temporary.string(), " to ", path.string(), ": ", ec.message()));
+  if (ec) throw_runtime_error("save_backbone", concat("cannot create ", path.parent_path().string(), " (", ec.message(), ")"));
+  write_file_atomically(path, std::string_view(file.data(), file.size()));  // unique temporary, fsync, rename
 }
 
 /// Reads a backbone file. Every failure throws backbone_cache_error, a std::runtime_error whose message names
@@ -293,7 +293,7 @@ inline std::vector<host_parameter> load_backbone(const std::filesystem::path& pa
 
 /// Accuracy of rotation prediction over all four rotations of (up to) `max_images` images of `images`.
 template <Backend B>
-double rotation_accuracy(vit<B>& model, const labelled_set& images, index_t max_images = 0, index_t batch_size = 256) {
+double rotation_accuracy(vit<B>& model, image_view images, index_t max_images = 0, index_t batch_size = 256) {
   const index_t size = model.config().image_features(), n_all = static_cast<index_t>(images.features.size()) / size;
   const index_t n = max_images > 0 ? std::min(max_images, n_all) : n_all;
   const index_t side = model.config().image_height;
@@ -325,7 +325,7 @@ double rotation_accuracy(vit<B>& model, const labelled_set& images, index_t max_
 
 /// Trains `model`'s whole backbone and a fresh 4-way head on rotation prediction. The images' labels are not read.
 template <Backend B>
-pretrain_report pretrain_rotation(vit<B>& model, const labelled_set& images, const pretrain_settings& settings) {
+pretrain_report pretrain_rotation(vit<B>& model, image_view images, const pretrain_settings& settings) {
   using S = typename B::scalar_type;
   const vit_config& config = model.config();
   if (config.image_height != config.image_width)
@@ -368,6 +368,7 @@ pretrain_report pretrain_rotation(vit<B>& model, const labelled_set& images, con
   report.images = n;
   const auto start = std::chrono::steady_clock::now();
   for (index_t epoch = 0; epoch < settings.epochs; ++epoch) {
+    const auto epoch_start = std::chrono::steady_clock::now();
     const auto order = epoch_permutation(n, settings.seed, epoch);
     random::generator turns(random::mix64(settings.seed ^ (0x7074ULL + static_cast<std::uint64_t>(epoch))));
     double loss_sum = 0;
@@ -399,19 +400,21 @@ pretrain_report pretrain_rotation(vit<B>& model, const labelled_set& images, con
     }
     report.final_loss = loss_sum / static_cast<double>(n);
     report.final_accuracy = static_cast<double>(correct) / static_cast<double>(n);
-    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto now = std::chrono::steady_clock::now();
+    report.seconds = std::chrono::duration<double>(now - start).count();
     if (settings.progress)
       *settings.progress << "treelora: rotation pre-training epoch " << epoch + 1 << "/" << settings.epochs << ": loss "
                          << std::fixed << std::setprecision(4) << report.final_loss << ", rotation accuracy "
-                         << report.final_accuracy << " (" << std::setprecision(1) << report.seconds << " s, " << n
-                         << " images)" << std::defaultfloat << std::endl;
+                         << report.final_accuracy << " (" << std::setprecision(1)
+                         << std::chrono::duration<double>(now - epoch_start).count() << " s this epoch, "
+                         << report.seconds << " s in all, " << n << " images)" << std::defaultfloat << std::endl;
   }
   return report;
 }
 
 /// Pre-trains a backbone for `config` (its LoRA targets and classes do not matter) and returns its state.
 template <Backend B>
-std::vector<host_parameter> pretrain_backbone(B& backend, const vit_config& config, const labelled_set& images,
+std::vector<host_parameter> pretrain_backbone(B& backend, const vit_config& config, image_view images,
                                               const pretrain_settings& settings, pretrain_report* report = nullptr) {
   vit_config plain = config;
   plain.lora_targets.clear();
@@ -427,7 +430,7 @@ std::vector<host_parameter> pretrain_backbone(B& backend, const vit_config& conf
 /// model with vit::load_backbone_state.
 template <Backend B>
 std::vector<host_parameter> load_or_pretrain(B& backend, const std::filesystem::path& path, const vit_config& config,
-                                             const labelled_set& images, const pretrain_settings& settings) {
+                                             image_view images, const pretrain_settings& settings) {
   const std::uint64_t fingerprint = backbone_fingerprint(config, settings, images);
   try {
     auto state = load_backbone(path, fingerprint);
@@ -453,7 +456,7 @@ std::vector<host_parameter> load_or_pretrain(B& backend, const std::filesystem::
 
 /// The same on a CPU backend in float.
 inline std::vector<host_parameter> load_or_pretrain(const std::filesystem::path& path, const vit_config& config,
-                                                    const labelled_set& images, const pretrain_settings& settings) {
+                                                    image_view images, const pretrain_settings& settings) {
   cpu_backend<float> backend;
   return load_or_pretrain(backend, path, config, images, settings);
 }
