@@ -236,3 +236,38 @@ TEST_CASE("ViT backbone state round trip, head reset, and bad configurations") {
   tensor<D> dy(backend, shape{2, 3});
   CHECK_THROWS_WITH_AS(fresh.backward(dy), "treelora::vit::backward: called before forward", std::invalid_argument);
 }
+
+TEST_CASE_TEMPLATE("a backward that stops early: adapters only on upper layers give the dense gradients, lower blocks skipped",
+                   B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  vit_config config = tiny_config();
+  config.depth = 4;
+  vit<B> model(backend, config);
+  auto adapters = model.adapters();  // blocks.0.q, blocks.0.v, blocks.1.q, ..., 8 in all
+  REQUIRE(adapters.size() == 8);
+  for (std::size_t l = 0; l < 4; ++l) *adapters[l].gradients_enabled = false;  // the lower two blocks: off
+  for (auto& a : adapters) fill_normal<B>(*a.b, 0, 0.1f, 7 + a.b->numel());        // B != 0: real A-gradients
+  auto images = testing::random_tensor(backend, shape{3, 64}, 11);
+  const std::vector<index_t> labels = {0, 2, 1};
+  auto params = parameters(model);
+  const auto gradients = [&](bool input_gradient) {
+    model.set_input_gradient_needed(input_gradient);
+    tensor<B> gradient(backend, shape{3, model.classes()});
+    cross_entropy_loss<B>(model.forward(images), labels, gradient);
+    zero_gradients(params);
+    const auto dx = model.backward(gradient);
+    CHECK((dx.data() == nullptr) == !input_gradient);
+    std::vector<std::vector<typename B::scalar_type>> out;
+    for (auto& p : params)
+      if (p.trainable) out.push_back(p.gradient->to_host());
+    return out;
+  };
+  CHECK(model.blocks()[1].needs_gradient() == false);
+  CHECK(model.blocks()[2].needs_gradient() == true);
+  const auto dense = gradients(true), early = gradients(false);
+  REQUIRE(dense.size() == early.size());
+  for (std::size_t i = 0; i < dense.size(); ++i) CHECK(dense[i] == early[i]);  // bit for bit
+  // the frozen lower adapters got no gradient either way
+  for (std::size_t l = 0; l < 4; ++l)
+    for (auto v : adapters[l].a_gradient->to_host()) CHECK(v == 0);
+}

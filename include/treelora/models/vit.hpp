@@ -142,6 +142,13 @@ class vit {
   /// before (an optimiser's list) refer to the old head afterwards: collect the parameters again.
   void reset_head(index_t classes, std::uint64_t seed) { head_ = linear<B>(*backend_, config_.width, classes, true, seed); }
 
+  /// Whether backward must return d images (on by default: the finite-difference tests read it). Off, and with the
+  /// backbone frozen, backward stops below the lowest block that needs a gradient (block_type::needs_gradient: the
+  /// adapters a sparse rule left on, or adapters only on upper layers) and returns an empty view: the frozen layers
+  /// below are not differentiated at all. The runner turns it off; the gradients it computes are the same.
+  void set_input_gradient_needed(bool needed) { input_gradient_needed_ = needed; }
+  bool input_gradient_needed() const { return input_gradient_needed_; }
+
   /// Training mode enables the adapters' dropout.
   void set_training(bool training) {
     for (auto& block : blocks_) block.set_training(training);
@@ -186,7 +193,18 @@ class vit {
     token_gradient_.fill(scalar_type(0));
     scatter_add_rows<B>(cls_gradient, cls_indices_, token_gradient_.view().reshaped(shape{batch * tokens, width}));
     const_tensor_view<B> g = token_gradient_;
-    for (auto block = blocks_.rbegin(); block != blocks_.rend(); ++block) g = block->backward(g);
+    const bool stop_early = !input_gradient_needed_ && !backbone_trainable_;
+    std::size_t lowest = 0;  // the lowest block backward must reach
+    if (stop_early) {
+      lowest = blocks_.size();
+      for (std::size_t i = 0; i < blocks_.size(); ++i)
+        if (blocks_[i].needs_gradient()) {
+          lowest = i;
+          break;
+        }
+    }
+    for (std::size_t i = blocks_.size(); i-- > lowest;) g = blocks_[i].backward(g);
+    if (stop_early) return {};  // nothing below needs a gradient, and the caller does not read d images
     if (backbone_trainable_) {
       // d position += sum_b dtokens[b];  d cls += sum_b dtokens[b, 0]
       token_bias_gradient_.resize(*backend_, shape{tokens * width});
@@ -320,6 +338,7 @@ class vit {
   layer_norm<B> norm_;
   linear<B> head_;
   bool backbone_trainable_ = true;
+  bool input_gradient_needed_ = true;
   std::vector<index_t> patch_segments_, patch_rows_, cls_indices_;
   shape input_shape_;
   tensor<B> patches_, tokens_, token_bias_, cls_rows_;

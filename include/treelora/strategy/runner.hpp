@@ -97,6 +97,28 @@ void load_batch(const labelled_set& set, std::span<const index_t> rows, tensor<B
   backend.copy_from_host(staging.data(), x.data(), n * width);
 }
 
+/// Turns a model's input gradient off for a run and restores the setting afterwards (models without the setting:
+/// nothing to do).
+template <class M>
+class input_gradient_scope {
+ public:
+  explicit input_gradient_scope(M& model) : model_(model) {
+    if constexpr (requires { model.set_input_gradient_needed(false); }) {
+      saved_ = model.input_gradient_needed();
+      model.set_input_gradient_needed(false);
+    }
+  }
+  ~input_gradient_scope() {
+    if constexpr (requires { model_.set_input_gradient_needed(false); }) model_.set_input_gradient_needed(saved_);
+  }
+  input_gradient_scope(const input_gradient_scope&) = delete;
+  input_gradient_scope& operator=(const input_gradient_scope&) = delete;
+
+ private:
+  M& model_;
+  bool saved_ = true;
+};
+
 template <class Callback>
 void notify_task_begin(Callback& c, const training_context& context) {
   if constexpr (requires { c.on_task_begin(context); }) c.on_task_begin(context);
@@ -277,6 +299,10 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
   for (const auto& task : stream.tasks)
     result.before.push_back(evaluate(model, task.test, task.classes, {}, options.eval_batch_size).task_il);
 
+  // Training never reads d(input): a model that can skip it (vit) stops its backward at the lowest layer that needs
+  // a gradient (sparse updates and upper-layer adapters then save the frozen layers' backward).
+  // The setting is restored when the run ends (or throws).
+  detail::input_gradient_scope<M> skip_input_gradient(model);
   tensor<B> x, logits_gradient;
   std::vector<index_t> labels, seen_classes;
   std::vector<typename B::scalar_type> staging;

@@ -50,6 +50,15 @@ class transformer_block {
              {"attn.o", &attention_.o()}, {"mlp.fc1", &mlp_.fc1()}, {"mlp.fc2", &mlp_.fc2()}}};
   }
 
+  /// Whether backward through this block yields any parameter gradient: a trainable LayerNorm or base projection, or
+  /// an adapter whose gradients are enabled (a sparse rule or the bandit may switch an adapter's off).
+  bool needs_gradient() {
+    if (norm1_.trainable() || norm2_.trainable()) return true;
+    for (auto& [name, p] : projections())
+      if (p->base().trainable() || (p->has_adapter() && p->adapter().gradients_enabled())) return true;
+    return false;
+  }
+
   /// Whether the base weights (projections and LayerNorms) train; adapters always do.
   void set_trainable(bool trainable) {
     norm1_.set_trainable(trainable);
