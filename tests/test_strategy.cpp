@@ -149,7 +149,7 @@ TEST_CASE("bad streams and options throw with a message") {
   seq_lora strategy;
   task_stream empty;
   CHECK_THROWS_WITH_AS(run_stream(model, empty, strategy, adam_factory<F>(1e-2), {}),
-                       "treelora::run_stream: the task stream has no tasks", std::invalid_argument);
+                       "treelora::run_stream: the task stream '' has no tasks", std::invalid_argument);
   auto planted = make_planted_hierarchy({.train_per_task = 8, .test_per_task = 8});
   CHECK_THROWS_WITH_AS(run_stream(model, planted.stream, strategy, adam_factory<F>(1e-2), {.epochs_schedule = {1, 2}}),
                        doctest::Contains("epochs schedule has 2 entries for 6 tasks"), std::invalid_argument);

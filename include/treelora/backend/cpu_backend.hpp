@@ -1,7 +1,9 @@
 // treelora/backend/cpu_backend.hpp: the CPU backend on Eigen.
-// GEMM goes through Eigen's blocked kernels (threaded with OpenMP when the target links it), or through
-// OpenBLAS's when TREELORA_USE_CBLAS is defined (CMake option TREELORA_BLAS); row-wise operations run rows in
-// parallel; everything else is a vectorised Eigen array expression.
+// GEMM goes through Eigen's blocked kernels, or through OpenBLAS's when TREELORA_USE_CBLAS is defined (CMake option
+// TREELORA_BLAS), over tiles of C that OpenMP's threads share out; row-wise operations run rows in parallel;
+// everything else is a vectorised Eigen array expression. No result depends on the thread count: every parallel
+// loop writes disjoint outputs, each computed by the same code whichever thread runs it, the GEMM's tiles are fixed
+// by the shape alone, and reductions run on one thread (docs/design.md, "Reproducibility across thread counts").
 #pragma once
 
 #include <algorithm>
@@ -18,6 +20,7 @@
 #include <unsupported/Eigen/SpecialFunctions>  // erf for GELU
 
 #include "treelora/backend/backend.hpp"
+#include "treelora/backend/calling_thread_only.hpp"
 #include "treelora/backend/random.hpp"
 
 #if defined(TREELORA_USE_CBLAS)
@@ -110,21 +113,63 @@ class cpu_backend {
 
   // ---------------------------------------------------------------- BLAS
   /// C[m x n] = alpha op(A) op(B) + beta C, row-major; op(A) is m x k, op(B) is k x n.
+  /// C is cut into gemm_tiles(m, n, k) tiles of whole rows (or whole columns when C is wider than tall), fixed by the
+  /// shape alone; each tile is one single-threaded product over all of k, and OpenMP's threads share out the tiles
+  /// (in a parallel region already, or on one thread, the calling thread runs them in turn). So each element of C
+  /// sees the same kernel and the same k-order on any number of threads. A cut that followed the thread count would
+  /// not: the BLAS kernels pick their register tiles, edge code and blocking from the sub-problem's m and n
+  /// (OpenBLAS 0.3.21's fp32 kernel on Zen works in tiles of 6 rows: a 2176 x 64 x 64 product cut at row 1088, a
+  /// multiple of 16 but not of 6, rounded 9,995 of its 139,264 elements differently from one whole call).
   void gemm(transpose trans_a, transpose trans_b, index_t m, index_t n, index_t k, Scalar alpha, const Scalar* a,
             index_t lda, const Scalar* b, index_t ldb, Scalar beta, Scalar* c, index_t ldc) {
     if (m == 0 || n == 0) return;
+    const index_t tiles = gemm_tiles(m, n, k);
+    if (tiles == 1) return gemm_tile(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    const bool split_rows = m >= n;
+    const index_t extent = split_rows ? m : n, units = (extent + gemm_tile_unit - 1) / gemm_tile_unit;
+    auto tile = [&](index_t t) {
+      const index_t lo = std::min(extent, units * t / tiles * gemm_tile_unit);
+      const index_t hi = std::min(extent, units * (t + 1) / tiles * gemm_tile_unit);
+      if (split_rows)
+        gemm_tile(trans_a, trans_b, hi - lo, n, k, alpha, trans_a == transpose::no ? a + lo * lda : a + lo, lda, b,
+                  ldb, beta, c + lo * ldc, ldc);
+      else
+        gemm_tile(trans_a, trans_b, m, hi - lo, k, alpha, a, lda, trans_b == transpose::no ? b + lo : b + lo * ldb,
+                  ldb, beta, c + lo, ldc);
+    };
+#if defined(_OPENMP)
+    const index_t threads = omp_in_parallel() ? 1 : std::min<index_t>(tiles, omp_get_max_threads());
+    if (threads > 1) {
 #if defined(TREELORA_USE_CBLAS)
-    if (cblas_applies(m, n, k, lda, ldb, ldc)) {
-      cblas_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      make_openblas_single_threaded();
+#endif
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(threads))
+      for (index_t t = 0; t < tiles; ++t) tile(t);
       return;
     }
 #endif
-    eigen_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    for (index_t t = 0; t < tiles; ++t) tile(t);
+  }
+
+  /// How many tiles gemm cuts C into: a power of two (2, 4, 8 threads share it out evenly), fixed by the shape
+  /// alone. Each tile holds at least 2^17 multiply-adds (64^3 still gained from two threads; below that a fork, and
+  /// a thread descheduled on a shared machine, cost more than they save) and at least 16 rows (boundaries fall on
+  /// multiples of 16, a whole number of the kernels' register tiles along columns); past two tiles, at least 512
+  /// rows each. Every tile packs the operand the tiles share again: on one thread, against one whole call, two
+  /// tiles cost 1-2 % on large products and up to 15 % on 64^3 or a 64 x 64 x 1088 weight gradient, 256-row tiles
+  /// of 1024^3 9 %, 512-row tiles of 2048^3 5 %. So a product under 2048 rows and columns is cut in two halves,
+  /// one per thread on two threads (where a cut by the thread count cut it too); more threads than tiles idle.
+  static index_t gemm_tiles(index_t m, index_t n, index_t k) {
+    const index_t extent = std::max(m, n);
+    const index_t limit = std::min({m * n * k >> 17, (extent + gemm_tile_unit - 1) / gemm_tile_unit,
+                                    std::max<index_t>(2, extent / 512)});
+    index_t tiles = 1;
+    while (2 * tiles <= limit) tiles *= 2;
+    return tiles;
   }
 
   /// batch independent gemms; operand i starts at base + i * stride. Batches run in parallel, each on one
-  /// thread (Eigen runs a product single-threaded inside a parallel region, and so does OpenBLAS once its own
-  /// thread pool is down to one thread).
+  /// thread (gemm runs its tiles in turn inside a parallel region, so each product is the same as outside one).
   void gemm_strided_batched(transpose trans_a, transpose trans_b, index_t m, index_t n, index_t k, Scalar alpha,
                             const Scalar* a, index_t lda, index_t stride_a, const Scalar* b, index_t ldb,
                             index_t stride_b, Scalar beta, Scalar* c, index_t ldc, index_t stride_c, index_t batch) {
@@ -303,6 +348,35 @@ class cpu_backend {
   }
 
  private:
+  static constexpr index_t gemm_tile_unit = 16;  // tile boundaries fall on multiples of 16 rows or columns
+
+  /// One tile: a single-threaded product. OpenBLAS's pthread pool is kept at one thread; calling_thread_only keeps
+  /// an OpenMP build of a CBLAS, and Eigen, from threading it. Eigen threads a product only from 2 x 50,000
+  /// multiply-adds (Eigen/src/Core/products/Parallelizer.h), so products under 2^15 skip the scope (about 40 ns,
+  /// a sixth of an 8 x 8 x 8 product here).
+  static void gemm_tile(transpose trans_a, transpose trans_b, index_t m, index_t n, index_t k, Scalar alpha,
+                        const Scalar* a, index_t lda, const Scalar* b, index_t ldb, Scalar beta, Scalar* c,
+                        index_t ldc) {
+#if defined(TREELORA_USE_CBLAS)
+    if (cblas_applies(m, n, k, lda, ldb, ldc)) {
+      make_openblas_single_threaded();
+      if (cblas_follows_openmp()) {
+        const calling_thread_only serial;
+        cblas_call(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      } else {
+        cblas_call(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      }
+      return;
+    }
+#endif
+    if (m * n * k >= (index_t(1) << 15)) {
+      const calling_thread_only serial;
+      eigen_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    } else {
+      eigen_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
+  }
+
   static void eigen_gemm(transpose trans_a, transpose trans_b, index_t m, index_t n, index_t k, Scalar alpha,
                          const Scalar* a, index_t lda, const Scalar* b, index_t ldb, Scalar beta, Scalar* c,
                          index_t ldc) {
@@ -322,7 +396,7 @@ class cpu_backend {
 
 #if defined(TREELORA_USE_CBLAS)
   // OpenBLAS's kernel reaches 95-99 % of peak where Eigen's reaches 56-68 % (docs/benchmarks.md). Its own
-  // thread pool is kept at one thread and OpenMP's threads share each product out by blocks of C instead: one
+  // thread pool is kept at one thread and OpenMP's threads share each product out by tiles of C instead: one
   // thread setting (OMP_NUM_THREADS, omp_set_num_threads) for everything, and no second pool spinning on the
   // cores OpenMP's threads wait on (measured: OpenBLAS's threads and OpenMP's, taking turns, ran GEMMs 1.5x
   // slower).
@@ -330,53 +404,10 @@ class cpu_backend {
   /// Eigen keeps what CBLAS cannot take (k = 0, dimensions past int) and the tiny products it does faster
   /// (8 x 8 x 8: 0.1 us against 0.2 us). From 16 x 16 x 16 up OpenBLAS was as fast or faster on one thread;
   /// on two, Eigen won a few skinny rank-8 products by 2-25 % but lost the rest, with no simple rule between
-  /// them.
+  /// them. The choice depends on the tile's shape alone, never on the thread count or on a parallel region.
   static bool cblas_applies(index_t m, index_t n, index_t k, index_t lda, index_t ldb, index_t ldc) {
     constexpr index_t int_max = std::numeric_limits<int>::max();
-    if (k == 0 || std::max({m, n, k, lda, ldb, ldc}) > int_max || m * n * k < (index_t(1) << 12))
-      return false;
-#if defined(_OPENMP)
-    // Inside a parallel region (batched attention) each thread runs its product alone: through CBLAS only
-    // when it cannot add threads of its own.
-    if (omp_in_parallel()) return cblas_single_threaded();
-#endif
-    return true;
-  }
-
-  /// Rows (or columns, when C is wider than tall) of C in one contiguous block per OpenMP thread, a multiple
-  /// of 16 (OpenBLAS's fp32 micro-kernel height), with at least 2^17 multiply-adds per thread (64^3 still
-  /// gained from two threads; below that a fork, and a thread descheduled on a shared machine, cost more than
-  /// they save). Each block is one single-threaded CBLAS call; blocks share the operands read-only. A CBLAS
-  /// that threads on its own gets the whole product in one call.
-  static void cblas_gemm(transpose trans_a, transpose trans_b, index_t m, index_t n, index_t k, Scalar alpha,
-                         const Scalar* a, index_t lda, const Scalar* b, index_t ldb, Scalar beta, Scalar* c,
-                         index_t ldc) {
-#if defined(_OPENMP)
-    make_openblas_single_threaded();
-    if (!omp_in_parallel() && cblas_single_threaded()) {
-      constexpr index_t unit = 16;
-      const bool split_rows = m >= n;
-      const index_t extent = split_rows ? m : n, units = (extent + unit - 1) / unit;
-      const index_t threads = std::min({index_t(omp_get_max_threads()), units, m * n * k >> 17});
-      if (threads > 1) {
-#pragma omp parallel num_threads(static_cast<int>(threads))
-        {
-          const index_t t = omp_get_thread_num(), count = omp_get_num_threads();
-          const index_t lo = std::min(extent, units * t / count * unit);
-          const index_t hi = std::min(extent, units * (t + 1) / count * unit);
-          if (hi > lo && split_rows)
-            cblas_call(trans_a, trans_b, hi - lo, n, k, alpha,
-                       trans_a == transpose::no ? a + lo * lda : a + lo, lda, b, ldb, beta, c + lo * ldc,
-                       ldc);
-          else if (hi > lo)
-            cblas_call(trans_a, trans_b, m, hi - lo, k, alpha, a, lda,
-                       trans_b == transpose::no ? b + lo : b + lo * ldb, ldb, beta, c + lo, ldc);
-        }
-        return;
-      }
-    }
-#endif
-    cblas_call(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return k > 0 && std::max({m, n, k, lda, ldb, ldc}) <= int_max && m * n * k >= (index_t(1) << 12);
   }
 
   static void cblas_call(transpose trans_a, transpose trans_b, index_t m, index_t n, index_t k, Scalar alpha,
@@ -392,21 +423,30 @@ class cpu_backend {
       cblas_dgemm(CblasRowMajor, ta, tb, i(m), i(n), i(k), alpha, a, i(lda), b, i(ldb), beta, c, i(ldc));
   }
 
-  /// OpenBLAS built on pthreads keeps its own pool; with OpenMP the library's threads are OpenMP's, so that
-  /// pool is set to one thread (a no-op once it is). OpenBLAS built on OpenMP or sequential needs nothing.
-  /// Without OpenMP OpenBLAS's pool is the only one and follows OPENBLAS_NUM_THREADS.
+  /// OpenBLAS built on pthreads keeps its own pool; with OpenMP the library's threads are OpenMP's, so that pool is
+  /// set to one thread: once, before the first product (thread-safe, even when that product runs in a caller's
+  /// parallel region), and again outside parallel regions should the program have raised it since (a no-op while it
+  /// is one). OpenBLAS built on OpenMP follows calling_thread_only; a sequential build needs nothing. Without OpenMP
+  /// OpenBLAS's pool is the only one and follows OPENBLAS_NUM_THREADS (and may then split a product by its own thread
+  /// count). Another CBLAS with a thread pool of its own is not covered.
   static void make_openblas_single_threaded() {
 #if defined(_OPENMP) && defined(OPENBLAS_THREAD)
-    if (!omp_in_parallel() && !cblas_single_threaded()) openblas_set_num_threads(1);
+    static const bool first = [] {
+      if (openblas_get_parallel() == OPENBLAS_THREAD) openblas_set_num_threads(1);
+      return true;
+    }();
+    (void)first;
+    if (!omp_in_parallel() && openblas_get_parallel() == OPENBLAS_THREAD && openblas_get_num_threads() != 1)
+      openblas_set_num_threads(1);
 #endif
   }
-  /// Whether a CBLAS call runs on the calling thread only (OpenBLAS built on OpenMP does inside a parallel
-  /// region).
-  static bool cblas_single_threaded() {
+  /// Whether the CBLAS takes its thread count from OpenMP (an OpenMP build of OpenBLAS; any CBLAS but OpenBLAS is
+  /// assumed to, as MKL's and BLIS's OpenMP builds do).
+  static bool cblas_follows_openmp() {
 #if defined(OPENBLAS_THREAD)
-    return openblas_get_parallel() != OPENBLAS_THREAD || openblas_get_num_threads() == 1;
+    return openblas_get_parallel() == OPENBLAS_OPENMP;
 #else
-    return false;  // another CBLAS may thread on its own
+    return true;
 #endif
   }
 #endif

@@ -33,6 +33,7 @@
 
 #include <Eigen/Dense>
 
+#include "treelora/backend/calling_thread_only.hpp"
 #include "treelora/lora/inflora.hpp"
 
 namespace treelora {
@@ -300,6 +301,7 @@ struct dual_lora {
       dual_gating::backward(config_.gate, config_.gate_temperature, projections_, norms2_, offsets_, scores_, gates_,
                             gate_gradient_, projection_gradient_, norms2_gradient_);
       // d loss / d c = dP U + 2 d(n2) c, added to each sample's CLS row of dx
+      const calling_thread_only serial;  // Eigen's threaded product would round by the thread count
       const Eigen::MatrixXd cls_gradient =
           projection_gradient_ * basis_ + (2 * norms2_gradient_).asDiagonal() * cls_;
       std::vector<scalar_type> host(std::size_t(cls_gradient.size()));
@@ -367,6 +369,7 @@ struct dual_lora {
       cls_.resize(samples_, in_);
       for (index_t i = 0; i < samples_; ++i)
         for (index_t c = 0; c < in_; ++c) cls_(i, c) = static_cast<double>(host[std::size_t(i * in_ + c)]);
+      const calling_thread_only serial;  // Eigen's threaded product would round by the thread count
       projections_ = cls_ * basis_.transpose();
       norms2_ = cls_.rowwise().squaredNorm();
       dual_gating::forward(config_.gate, config_.gate_temperature, projections_, norms2_, offsets_, scores_, gates_);

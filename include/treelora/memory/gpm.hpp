@@ -7,7 +7,8 @@
 // Threshold schedule (InfLoRA): eps_t = eps_b + (1 - eps_b) t / T.
 // Gradient projection for later tasks: grad W <- grad W - grad W M M^T  (W [out, d]).
 // DualGPM: when dim M > d / 2 store an orthonormal basis C of the complement instead (M M^T = I - C C^T); the same
-// subspace, fewer numbers. The SVDs run on the host in double through Eigen; only the projector of a backend
+// subspace, fewer numbers. The SVDs run on the host in double through Eigen, on the calling thread (Eigen's own
+// threading would make the basis depend on the thread count: calling_thread_only); only the projector of a backend
 // gradient (gpm_projector) lives on the backend.
 #pragma once
 
@@ -17,6 +18,7 @@
 
 #include <Eigen/Dense>
 
+#include "treelora/backend/calling_thread_only.hpp"
 #include "treelora/tensor/ops.hpp"
 
 namespace treelora {
@@ -71,6 +73,7 @@ class gpm_memory {
   /// (I - M M^T) x, column by column.
   matrix project_out(const matrix& x) const {
     check_rows(x, "gpm_memory::project_out");
+    const calling_thread_only serial;
     if (complement_) return stored_ * (stored_.transpose() * x);
     return x - stored_ * (stored_.transpose() * x);
   }
@@ -80,6 +83,7 @@ class gpm_memory {
     check_rows(representation, "gpm_memory::update");
     if (!(threshold >= 0 && threshold <= 1))
       throw_invalid_argument("gpm_memory::update", concat("threshold ", threshold, " outside [0, 1]"));
+    const calling_thread_only serial;
     const double total = representation.squaredNorm();
     const matrix residual = project_out(representation);
     last_added_.resize(dim_, 0);
@@ -115,6 +119,7 @@ class gpm_memory {
 
   /// R' = V sqrt(max(L, 0)) with C = V L V^T: a factor with R' R'^T = C.
   static matrix square_root_factor(const matrix& covariance) {
+    const calling_thread_only serial;
     Eigen::SelfAdjointEigenSolver<matrix> eigen(0.5 * (covariance + covariance.transpose()));
     return eigen.eigenvectors() * eigen.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal();
   }
@@ -123,6 +128,7 @@ class gpm_memory {
   static matrix complement_of(const matrix& m) {
     const index_t d = index_t(m.rows()), k = index_t(m.cols());
     if (k == 0) return matrix::Identity(d, d);
+    const calling_thread_only serial;
     Eigen::HouseholderQR<matrix> qr(m);
     const matrix q = qr.householderQ() * matrix::Identity(d, d);
     return q.rightCols(d - k);

@@ -189,6 +189,7 @@ class dual_lora_strategy {
         const Eigen::MatrixXd& u = memories_[i].last_added();
         a.add_residual_task(u.transpose());  // A_r^t = U_t^T
         if (i + 1 == adapters.size()) {       // e_t = trace(U^T C U) / trace(C): the relative task score's scale
+          const calling_thread_only serial;  // Eigen's threaded product would round by the thread count
           const double total = covariance.trace();
           own_energy_.push_back(total > 0 && u.cols() > 0 ? (u.transpose() * covariance * u).trace() / total : 0.0);
         }

@@ -41,6 +41,7 @@ void feature_pass(M& model, const labelled_set& set, index_t batch_size) {
 /// The top-`rank` left singular vectors of (I - M M^T) C as rows [rank, d], projected once more so that directions
 /// with zero singular value (a full memory) stay orthogonal to M too.
 inline Eigen::MatrixXd projected_top_directions(const gpm_memory& memory, const Eigen::MatrixXd& covariance, index_t rank) {
+  const calling_thread_only serial;  // the SVD's products, threaded by Eigen, would round by the thread count
   const Eigen::MatrixXd projected = memory.project_out(covariance);
   Eigen::BDCSVD<Eigen::MatrixXd> svd(projected, Eigen::ComputeThinU);
   const Eigen::MatrixXd top = memory.project_out(svd.matrixU().leftCols(rank));
