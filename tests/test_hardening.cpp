@@ -13,6 +13,7 @@
 #include "json_reader.hpp"
 #include "treelora/io/atomic_file.hpp"
 #include "treelora/io/cli.hpp"
+#include "treelora/strategy/duallora.hpp"
 #include "treelora/metrics/report.hpp"
 
 using namespace treelora;
@@ -284,4 +285,29 @@ TEST_CASE("tree_lora_paper means paper mode; a contradicting config throws; ({})
                        std::invalid_argument);
   tree_lora<F> generic({.mode = tree_lora_mode::paper});
   CHECK(generic.mode() == tree_lora_mode::paper);
+}
+
+TEST_CASE("DualLoRA's calibration when tasks share classes: no class of the predicted task is masked, bayes sums") {
+  // Two tasks with the same classes {0, 1} (domain-incremental), plus a class 2 only task 1 lists.
+  const std::vector<std::vector<index_t>> classes = {{0, 1}, {0, 1, 2}};
+  task_prediction p;
+  p.task = 1, p.confidence = 0.8, p.probabilities = {0.2, 0.8};
+  std::vector<float> row = {2.0f, 1.0f, 0.5f};
+  SUBCASE("confident_task keeps every class the confident task lists (all -inf before: class 0 for everyone)") {
+    calibrate_logits(std::span<float>(row), classes, p, {.calibration = dual_calibration::confident_task});
+    CHECK(row == std::vector<float>{2.0f, 1.0f, 0.5f});
+    p.task = 0, p.probabilities = {0.8, 0.2};
+    calibrate_logits(std::span<float>(row), classes, p, {.calibration = dual_calibration::confident_task});
+    CHECK(row[0] == 2.0f);
+    CHECK(row[1] == 1.0f);
+    CHECK(std::isinf(row[2]));  // only task 1 lists class 2
+  }
+  SUBCASE("bayes: log sum_j p(j) softmax_j(logits)_c over the tasks that list c") {
+    calibrate_logits(std::span<float>(row), classes, p, {.calibration = dual_calibration::bayes});
+    const double z0 = std::exp(2.0) + std::exp(1.0), z1 = z0 + std::exp(0.5);
+    const double expected[] = {std::log(0.2 * std::exp(2.0) / z0 + 0.8 * std::exp(2.0) / z1),
+                               std::log(0.2 * std::exp(1.0) / z0 + 0.8 * std::exp(1.0) / z1),
+                               std::log(0.8 * std::exp(0.5) / z1)};
+    for (int c = 0; c < 3; ++c) CHECK(row[std::size_t(c)] == doctest::Approx(expected[c]).epsilon(1e-6));
+  }
 }
