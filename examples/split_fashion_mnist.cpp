@@ -54,7 +54,9 @@ struct options {
   double alpha = 16;
   double reference_strength = 0.5, pull_strength = 1e-2;
   index_t pretrain_epochs = 3, pretrain_images = 20000;
-  std::string dual_orthogonal = "A", dual_gate = "energy", dual_calibration = "bayes", dual_task_score = "energy";  // DualLoRA's reconstructed choices
+  std::string dual_orthogonal = "A", dual_gate = "energy", dual_calibration = "bayes";  // DualLoRA's reconstructed choices
+  std::string dual_task_score = "statistics", dual_task_layers = "all", dual_temperature = "fixed", dual_drift = "local";
+  double dual_shrinkage = 1e-3;
   double divergence_factor = 4;  // stop a run whose loss exceeds this many times chance (0: off)
   std::string preset = "default";
 };
@@ -82,13 +84,19 @@ const char* usage =
     "  --dual-orthogonal A|B     DualLoRA orthogonal adapter: per-task fixed A (A) or shared projected LoRA (B)\n"
     "  --dual-gate G             DualLoRA gate: energy, softmax, per-basis, top1 (default energy)\n"
     "  --dual-calibration C      DualLoRA calibration: bayes, confident-task, none (default bayes)\n"
-    "  --dual-task-score S       DualLoRA task score: energy (s_j) or relative (s_j / own-task share) (default energy)\n"
+    "  --dual-task-score S       DualLoRA task score: statistics (class means + shared covariance of the CLS feature),\n"
+    "                            energy (s_j), relative (s_j / own-task share), dimension (s_j d / k_j) (default statistics)\n"
+    "  --dual-task-layers L      DualLoRA task score from all distinct layers or the last adapter (default all)\n"
+    "  --dual-temperature T      DualLoRA tau_id: fixed, or fitted on each task's own training data (default fixed)\n"
+    "  --dual-shrinkage X        DualLoRA statistics: covariance + X trace / d I (default 0.001)\n"
+    "  --dual-drift D            DualLoRA statistics: class means follow the drift: local, mean, none (default local)\n"
     "  --divergence-factor X     stop with an error when a task's loss (mean of 20 steps) exceeds X times\n"
     "                            max(ln classes, 1); 0 turns the guard off (default 4)\n"
     "Every option is checked before any training; results are written after every finished run.\n";
 
 vit_config model_config(const options& o, std::uint64_t seed);
 dual_lora::config dual_config(const options& o, std::uint64_t seed);
+dual_lora_options dual_options(const options& o);
 
 options parse(int argc, char** argv) {
   options o;
@@ -154,7 +162,11 @@ options parse(int argc, char** argv) {
     else if (key == "--dual-orthogonal") o.dual_orthogonal = cli::parse_choice(key, value, {"A", "B"});
     else if (key == "--dual-gate") o.dual_gate = cli::parse_choice(key, value, {"energy", "softmax", "per-basis", "top1"});
     else if (key == "--dual-calibration") o.dual_calibration = cli::parse_choice(key, value, {"bayes", "confident-task", "none"});
-    else if (key == "--dual-task-score") o.dual_task_score = cli::parse_choice(key, value, {"energy", "relative"});
+    else if (key == "--dual-task-score") o.dual_task_score = cli::parse_choice(key, value, {"statistics", "energy", "relative", "dimension"});
+    else if (key == "--dual-task-layers") o.dual_task_layers = cli::parse_choice(key, value, {"all", "last"});
+    else if (key == "--dual-temperature") o.dual_temperature = cli::parse_choice(key, value, {"fixed", "fitted"});
+    else if (key == "--dual-shrinkage") o.dual_shrinkage = real(0, 1e6);
+    else if (key == "--dual-drift") o.dual_drift = cli::parse_choice(key, value, {"local", "mean", "none"});
     else if (key == "--divergence-factor") {
       o.divergence_factor = real(0, 1e9);
       if (o.divergence_factor != 0 && o.divergence_factor <= 1)
@@ -165,6 +177,7 @@ options parse(int argc, char** argv) {
   // Build every configuration once now, so that a bad combination fails before any training.
   (void)model_config(o, 0);
   (void)dual_config(o, 0);
+  (void)dual_options(o);
   return o;
 }
 
@@ -184,6 +197,8 @@ json::object config_json(const options& o) {
       .add_number("pretrain_epochs", o.pretrain_epochs).add_number("pretrain_images", o.pretrain_images)
       .add_string("dual_orthogonal", o.dual_orthogonal).add_string("dual_gate", o.dual_gate)
       .add_string("dual_calibration", o.dual_calibration).add_string("dual_task_score", o.dual_task_score)
+      .add_string("dual_task_layers", o.dual_task_layers).add_string("dual_temperature", o.dual_temperature)
+      .add_number("dual_shrinkage", o.dual_shrinkage).add_string("dual_drift", o.dual_drift)
       .add_number("divergence_factor", o.divergence_factor);
   return c;
 }
@@ -206,7 +221,15 @@ dual_lora::config dual_config(const options& o, std::uint64_t seed) {
   return c;
 }
 dual_lora_options dual_options(const options& o) {
-  return {.task_score = o.dual_task_score == "energy" ? dual_task_score::energy : dual_task_score::relative,
+  const std::map<std::string, dual_task_score> scores = {{"statistics", dual_task_score::statistics}, {"energy", dual_task_score::energy},
+                                                         {"relative", dual_task_score::relative}, {"dimension", dual_task_score::dimension}};
+  return {.task_score = scores.at(o.dual_task_score),
+          .task_layers = o.dual_task_layers == "all" ? dual_task_layers::all : dual_task_layers::last,
+          .fit_temperature = o.dual_temperature == "fitted",
+          .statistics_shrinkage = o.dual_shrinkage,
+          .drift_compensation = o.dual_drift == "local" ? dual_drift::local
+                                : o.dual_drift == "mean" ? dual_drift::mean
+                                                         : dual_drift::none,
           .calibration = o.dual_calibration == "bayes"            ? dual_calibration::bayes
                          : o.dual_calibration == "confident-task" ? dual_calibration::confident_task
                                                                   : dual_calibration::none};

@@ -21,7 +21,8 @@
 // ([samples, K]); the broadcast over tokens and, in backward, the per-sample sums run on the backend ([samples, k_j]
 // per task back to the host, and [samples, in] for the CLS gradient).
 // The gated residual cannot be folded into W0 (it depends on the sample): merge_into throws once a residual
-// adapter exists. scores() keeps the last forward's s_j per sample: the strategy's task-identity prediction.
+// adapter exists. scores() keeps the last forward's s_j per sample and cls_features() its CLS rows (every forward,
+// before the first task too): what the strategy's task-identity prediction reads.
 #pragma once
 
 #include <cmath>
@@ -191,10 +192,12 @@ struct dual_lora {
     tensor<B>& residual_b_gradient(index_t task) { return residual_.at(std::size_t(task)).b_gradient; }
     /// The task whose B_r trains (-1 between tasks).
     index_t training_task() const { return training_; }
-    /// s_j per sample of the last forward, [samples, residual_tasks()] (empty before the first task).
+    /// s_j per sample of the last forward, [samples, residual_tasks()] (no columns before the first task).
     const Eigen::MatrixXd& scores() const { return scores_; }
     /// The gates applied per basis column in the last forward, [samples, sum_j k_j].
     const Eigen::MatrixXd& gates() const { return gates_; }
+    /// Each sample's CLS feature at this layer's input in the last forward, [samples, in] (host, double).
+    const Eigen::MatrixXd& cls_features() const { return cls_; }
 
     /// Choice A: a new task's orthogonal branch, A_o^t = `a` ([r, in], already scaled by the caller), B_o^t = 0.
     void start_orthogonal_task(const Eigen::MatrixXd& a) {
@@ -245,8 +248,8 @@ struct dual_lora {
       matmul<B>(x, transpose::no, a_, transpose::yes, hidden_);                                 // h = x A_o^T
       matmul<B>(hidden_, transpose::no, b_, transpose::yes, y, scalar_type(1), scalar_type(1));  // y += h B_o^T
       history_.forward_add(x, y);
+      compute_gates(x);  // every forward: the CLS rows (the strategy's task statistics read them) and the gates
       if (residual_.empty()) return;
-      compute_gates(x);
       upload_sample_gates();
       for (std::size_t j = 0; j < residual_.size(); ++j) {
         auto& r = residual_[j];
