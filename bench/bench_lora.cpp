@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <treelora/treelora.hpp>
+#include <treelora/tensor/eigen_interop.hpp>
 
 using namespace treelora;
 using B = cpu_backend<float>;

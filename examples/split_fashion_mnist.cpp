@@ -363,7 +363,9 @@ void write_reports(const options& o, const std::vector<run_record>& records) {
   for (const auto& r : records) by_method[r.method].push_back(&r);
   for (const auto& p : protocols) {
     std::vector<svg::series> lines;
-    for (const auto& [method, runs] : by_method) {
+    for (const auto& entry : by_method) {  // not a structured binding: clang 14 cannot capture one in a lambda
+      const std::string& method = entry.first;
+      const auto& runs = entry.second;
       const index_t tasks = p.matrix(runs[0]->result).tasks();
       std::vector<double> sum(std::size_t(tasks * tasks), 0.0), curve(std::size_t(tasks), 0.0);
       for (const auto* r : runs) {
@@ -387,12 +389,15 @@ void write_reports(const options& o, const std::vector<run_record>& records) {
                                      .x_label = "tasks learned", .y_label = "accuracy (%)"});
     });
   }
-  for (const auto& [method, runs] : by_method)
+  for (const auto& entry : by_method) {
+    const std::string& method = entry.first;
+    const auto& runs = entry.second;
     if (!runs[0]->tree.empty()) {
       write_svg("tree_" + method + ".svg", [&](std::ostream& tree) {
         svg::tree_diagram(tree, runs[0]->tree, concat(method, ": the learned task tree (seed ", runs[0]->seed, ")"));
       });
     }
+  }
 }
 
 void print_summary(const std::vector<run_record>& records) {

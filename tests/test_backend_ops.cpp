@@ -1,6 +1,8 @@
 // Every backend kernel against a naive double-precision loop, on every backend in the test list.
 #include "test_support.hpp"
 
+#include <treelora/tensor/eigen_interop.hpp>
+
 #include <limits>
 #include <numbers>
 

@@ -3,6 +3,8 @@
 // the backend projector removing the old subspace exactly.
 #include "test_support.hpp"
 
+#include <Eigen/QR>
+
 #include "treelora/memory/gpm.hpp"
 
 using namespace treelora;

@@ -9,7 +9,6 @@
 #include "treelora/tensor/shape.hpp"
 #include "treelora/tensor/tensor.hpp"
 #include "treelora/tensor/ops.hpp"
-#include "treelora/tensor/eigen_interop.hpp"
 #include "treelora/layers/layer.hpp"
 #include "treelora/layers/linear.hpp"
 #include "treelora/layers/loss.hpp"
@@ -34,6 +33,8 @@
 #include "treelora/strategy/runner.hpp"
 #include "treelora/strategy/seq_lora.hpp"
 #include "treelora/strategy/tree_lora.hpp"
-// Opt-in (not included here: Eigen's SVD alone adds about 25 s to every translation unit that includes it):
+// Opt-in (not included here: they include Eigen's dense algebra, which a program that does not use them should not
+// have to parse; docs/build_time.md):
+//   treelora/tensor/eigen_interop.hpp (zero-copy views between CPU tensors and Eigen),
 //   treelora/memory/gpm.hpp, treelora/lora/inflora.hpp, treelora/lora/olora.hpp, treelora/lora/duallora.hpp,
 //   treelora/strategy/inflora.hpp, treelora/strategy/olora.hpp, treelora/strategy/duallora.hpp

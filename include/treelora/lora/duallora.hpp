@@ -32,7 +32,7 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/Dense>
+#include <Eigen/Core>
 
 #include "treelora/backend/calling_thread_only.hpp"
 #include "treelora/lora/inflora.hpp"

@@ -14,7 +14,7 @@
 #include <span>
 #include <vector>
 
-#include <Eigen/Dense>
+#include <Eigen/Core>
 
 #include "treelora/lora/factorization.hpp"
 

@@ -7,7 +7,7 @@
 // Threshold schedule (InfLoRA): eps_t = eps_b + (1 - eps_b) t / T.
 // Gradient projection for later tasks: grad W <- grad W - grad W M M^T  (W [out, d]).
 // DualGPM: when dim M > d / 2 store an orthonormal basis C of the complement instead (M M^T = I - C C^T); the same
-// subspace, fewer numbers. The SVDs run on the host in double through Eigen, on the calling thread (Eigen's own
+// subspace, fewer numbers. The SVDs run on the host in double (linalg/dense.hpp), on the calling thread (Eigen's own
 // threading would make the basis depend on the thread count: calling_thread_only); only the projector of a backend
 // gradient (gpm_projector) lives on the backend.
 #pragma once
@@ -16,9 +16,10 @@
 #include <cmath>
 #include <vector>
 
-#include <Eigen/Dense>
+#include <Eigen/Core>
 
 #include "treelora/backend/calling_thread_only.hpp"
+#include "treelora/linalg/dense.hpp"
 #include "treelora/tensor/ops.hpp"
 
 namespace treelora {
@@ -89,8 +90,8 @@ class gpm_memory {
     last_added_.resize(dim_, 0);
     if (total <= 0) return 0;
     const double captured = total - residual.squaredNorm();  // ||M M^T R||^2 (Pythagoras)
-    Eigen::BDCSVD<matrix> svd(residual, Eigen::ComputeThinU);
-    const auto& s = svd.singularValues();
+    const linalg::left_singular svd = linalg::thin_svd_left(residual);
+    const auto& s = svd.s;
     const double floor = options_.tolerance * (s.size() > 0 ? s(0) : 0.0);
     index_t keep = 0;
     double energy = captured;
@@ -100,7 +101,7 @@ class gpm_memory {
     }
     if (options_.max_new_bases > 0) keep = std::min(keep, options_.max_new_bases);
     if (keep == 0) return 0;
-    last_added_ = svd.matrixU().leftCols(keep);
+    last_added_ = svd.u.leftCols(keep);
     grow(last_added_);
     return keep;
   }
@@ -120,19 +121,12 @@ class gpm_memory {
   /// R' = V sqrt(max(L, 0)) with C = V L V^T: a factor with R' R'^T = C.
   static matrix square_root_factor(const matrix& covariance) {
     const calling_thread_only serial;
-    Eigen::SelfAdjointEigenSolver<matrix> eigen(0.5 * (covariance + covariance.transpose()));
-    return eigen.eigenvectors() * eigen.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal();
+    const linalg::symmetric_eigen eigen = linalg::symmetric_eigendecomposition(0.5 * (covariance + covariance.transpose()));
+    return eigen.vectors * eigen.values.cwiseMax(0.0).cwiseSqrt().asDiagonal();
   }
 
   /// An orthonormal basis of span(columns of m)'s orthogonal complement in R^d (m orthonormal).
-  static matrix complement_of(const matrix& m) {
-    const index_t d = index_t(m.rows()), k = index_t(m.cols());
-    if (k == 0) return matrix::Identity(d, d);
-    const calling_thread_only serial;
-    Eigen::HouseholderQR<matrix> qr(m);
-    const matrix q = qr.householderQ() * matrix::Identity(d, d);
-    return q.rightCols(d - k);
-  }
+  static matrix complement_of(const matrix& m) { return linalg::orthonormal_complement(m); }
 
  private:
   void check_rows(const matrix& x, const char* where) const {
@@ -158,8 +152,7 @@ class gpm_memory {
       stored_.resize(dim_, 0);
       return;
     }
-    Eigen::BDCSVD<matrix> svd(reduced, Eigen::ComputeThinU);
-    stored_ = svd.matrixU().leftCols(remaining);
+    stored_ = linalg::thin_svd_left(reduced).u.leftCols(remaining);
   }
 
   index_t dim_;

@@ -454,10 +454,19 @@ std::vector<host_parameter> load_or_pretrain(B& backend, const std::filesystem::
   return state;
 }
 
-/// The same on a CPU backend in float.
-inline std::vector<host_parameter> load_or_pretrain(const std::filesystem::path& path, const vit_config& config,
-                                                    image_view images, const pretrain_settings& settings) {
-  cpu_backend<float> backend;
+#if defined(TREELORA_COMPILED)
+// Pre-training the float CPU ViT is compiled once in treelora::compiled (src/models.cpp; docs/build_time.md).
+extern template pretrain_report pretrain_rotation(vit<cpu_backend<float>>&, image_view, const pretrain_settings&);
+extern template double rotation_accuracy(vit<cpu_backend<float>>&, image_view, index_t, index_t);
+#endif
+
+/// The same on a new backend B, by default the CPU in float. A template (B is never deduced) rather than an inline
+/// function, so that a program that includes this header without calling it does not instantiate the ViT and its
+/// pre-training (about 4 s of compiling in every translation unit, measured in bench/compile_time.sh).
+template <Backend B = cpu_backend<float>>
+std::vector<host_parameter> load_or_pretrain(const std::filesystem::path& path, const vit_config& config,
+                                             image_view images, const pretrain_settings& settings) {
+  B backend;
   return load_or_pretrain(backend, path, config, images, settings);
 }
 

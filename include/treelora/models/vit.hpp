@@ -345,6 +345,17 @@ class vit {
   tensor<B> token_gradient_, token_bias_gradient_, embedded_gradient_, input_gradient_;
 };
 
+#if defined(TREELORA_COMPILED)
+// The float CPU ViT and its parts are compiled once in treelora::compiled (src/models.cpp), for each factorisation
+// the library ships: the standard LoRA ones are declared here, the others next to their strategies
+// (strategy/inflora.hpp, strategy/olora.hpp, strategy/duallora.hpp). docs/build_time.md.
+extern template class optional_lora_linear<cpu_backend<float>, standard_lora>;
+extern template class multi_head_attention<cpu_backend<float>, standard_lora>;
+extern template class mlp_block<cpu_backend<float>, standard_lora>;
+extern template class transformer_block<cpu_backend<float>, standard_lora>;
+extern template class vit<cpu_backend<float>, standard_lora>;
+#endif
+
 static_assert(check_model<vit<cpu_backend<float>>>());
 
 }  // namespace treelora

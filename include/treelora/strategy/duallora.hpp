@@ -38,9 +38,20 @@
 #include <vector>
 
 #include "treelora/lora/duallora.hpp"
+#include "treelora/linalg/dense.hpp"
+#include "treelora/models/vit.hpp"
 #include "treelora/strategy/inflora.hpp"
 
 namespace treelora {
+
+#if defined(TREELORA_COMPILED)
+// The float CPU ViT with dual_lora adapters is compiled once in treelora::compiled (src/models.cpp; docs/build_time.md).
+extern template class optional_lora_linear<cpu_backend<float>, dual_lora>;
+extern template class multi_head_attention<cpu_backend<float>, dual_lora>;
+extern template class mlp_block<cpu_backend<float>, dual_lora>;
+extern template class transformer_block<cpu_backend<float>, dual_lora>;
+extern template class vit<cpu_backend<float>, dual_lora>;
+#endif
 
 /// What p(j | x) is a softmax of.
 enum class dual_task_score {
@@ -332,7 +343,7 @@ class gaussian_task_statistics {
       Eigen::MatrixXd sigma = layer.scatter / std::max(1.0, samples_ - double(task_offsets_.back()));
       const double ridge = shrinkage_ * sigma.trace() / double(d);
       sigma.diagonal().array() += ridge > 0 ? ridge : 1e-12;
-      layer.weights = Eigen::LLT<Eigen::MatrixXd>(sigma).solve(layer.means);
+      layer.weights = linalg::cholesky_solve(sigma, layer.means);
       layer.bias = -0.5 * (layer.means.array() * layer.weights.array()).colwise().sum().transpose();
     }
   }

@@ -14,10 +14,21 @@
 #include <vector>
 
 #include "treelora/lora/inflora.hpp"
+#include "treelora/linalg/dense.hpp"
+#include "treelora/models/vit.hpp"
 #include "treelora/memory/gpm.hpp"
 #include "treelora/strategy/runner.hpp"
 
 namespace treelora {
+
+#if defined(TREELORA_COMPILED)
+// The float CPU ViT with inflora adapters is compiled once in treelora::compiled (src/models.cpp; docs/build_time.md).
+extern template class optional_lora_linear<cpu_backend<float>, inflora>;
+extern template class multi_head_attention<cpu_backend<float>, inflora>;
+extern template class mlp_block<cpu_backend<float>, inflora>;
+extern template class transformer_block<cpu_backend<float>, inflora>;
+extern template class vit<cpu_backend<float>, inflora>;
+#endif
 
 namespace detail {
 /// One no-grad forward pass over `set` in evaluation mode (what the adapters' collectors observe).
@@ -43,8 +54,7 @@ void feature_pass(M& model, const labelled_set& set, index_t batch_size) {
 inline Eigen::MatrixXd projected_top_directions(const gpm_memory& memory, const Eigen::MatrixXd& covariance, index_t rank) {
   const calling_thread_only serial;  // the SVD's products, threaded by Eigen, would round by the thread count
   const Eigen::MatrixXd projected = memory.project_out(covariance);
-  Eigen::BDCSVD<Eigen::MatrixXd> svd(projected, Eigen::ComputeThinU);
-  const Eigen::MatrixXd top = memory.project_out(svd.matrixU().leftCols(rank));
+  const Eigen::MatrixXd top = memory.project_out(linalg::thin_svd_left(projected).u.leftCols(rank));
   return top.transpose();
 }
 }  // namespace detail

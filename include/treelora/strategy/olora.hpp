@@ -9,9 +9,19 @@
 #include <vector>
 
 #include "treelora/lora/olora.hpp"
+#include "treelora/models/vit.hpp"
 #include "treelora/strategy/inflora.hpp"
 
 namespace treelora {
+
+#if defined(TREELORA_COMPILED)
+// The float CPU ViT with olora adapters is compiled once in treelora::compiled (src/models.cpp; docs/build_time.md).
+extern template class optional_lora_linear<cpu_backend<float>, olora>;
+extern template class multi_head_attention<cpu_backend<float>, olora>;
+extern template class mlp_block<cpu_backend<float>, olora>;
+extern template class transformer_block<cpu_backend<float>, olora>;
+extern template class vit<cpu_backend<float>, olora>;
+#endif
 
 struct olora_options {
   double orthogonality = 0.5;  ///< lambda1 (O-LoRA's scripts use 0.5)

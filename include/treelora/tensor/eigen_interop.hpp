@@ -1,4 +1,5 @@
-// treelora/tensor/eigen_interop.hpp: zero-copy views between CPU tensors and Eigen.
+// treelora/tensor/eigen_interop.hpp: zero-copy views between CPU tensors and Eigen. Opt-in: the umbrella header
+// does not include it, so that a program that never names Eigen does not parse it.
 #pragma once
 
 #include <Eigen/Core>
@@ -8,14 +9,22 @@
 
 namespace treelora {
 
+/// Row-major Eigen maps of raw memory with a leading dimension: the zero-copy interop types.
+template <class Scalar>
+using eigen_matrix_map =
+    Eigen::Map<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, Eigen::Unaligned, Eigen::OuterStride<>>;
+template <class Scalar>
+using const_eigen_matrix_map = Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>,
+                                          Eigen::Unaligned, Eigen::OuterStride<>>;
+
 /// An Eigen row-major map over a CPU tensor read as [rows, cols]. No copy: writes go to the tensor.
 template <class Scalar>
 auto as_eigen(tensor_view<cpu_backend<Scalar>> t) {
-  return typename cpu_backend<Scalar>::matrix_map(t.data(), t.rows(), t.cols(), Eigen::OuterStride<>(t.cols()));
+  return eigen_matrix_map<Scalar>(t.data(), t.rows(), t.cols(), Eigen::OuterStride<>(t.cols()));
 }
 template <class Scalar>
 auto as_eigen(const_tensor_view<cpu_backend<Scalar>> t) {
-  return typename cpu_backend<Scalar>::const_matrix_map(t.data(), t.rows(), t.cols(), Eigen::OuterStride<>(t.cols()));
+  return const_eigen_matrix_map<Scalar>(t.data(), t.rows(), t.cols(), Eigen::OuterStride<>(t.cols()));
 }
 template <class Scalar>
 auto as_eigen(tensor<cpu_backend<Scalar>>& t) { return as_eigen(t.view()); }

@@ -1,0 +1,53 @@
+// treelora/linalg/dense_impl.hpp: the definitions of linalg/dense.hpp (included by it header-only; compiled once in
+// the treelora::compiled library otherwise).
+#pragma once
+
+#include <Eigen/Cholesky>
+#include <Eigen/Eigenvalues>
+#include <Eigen/QR>
+#include <Eigen/SVD>
+
+#include "treelora/backend/calling_thread_only.hpp"
+#include "treelora/core/error.hpp"
+#include "treelora/linalg/dense.hpp"
+
+namespace treelora::linalg {
+
+TREELORA_LINALG_API left_singular thin_svd_left(const Eigen::MatrixXd& a) {
+  const calling_thread_only serial;
+  Eigen::BDCSVD<Eigen::MatrixXd> svd(a, Eigen::ComputeThinU);
+  return {svd.matrixU(), svd.singularValues()};
+}
+
+TREELORA_LINALG_API symmetric_eigen symmetric_eigendecomposition(const Eigen::MatrixXd& a) {
+  if (a.rows() != a.cols())
+    throw_invalid_argument("linalg::symmetric_eigendecomposition", concat("matrix is ", a.rows(), " x ", a.cols()));
+  const calling_thread_only serial;
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(a);
+  if (eigen.info() != Eigen::Success)
+    throw_invalid_argument("linalg::symmetric_eigendecomposition", "the eigensolver did not converge (NaN or Inf?)");
+  return {eigen.eigenvalues(), eigen.eigenvectors()};
+}
+
+TREELORA_LINALG_API Eigen::MatrixXd orthonormal_complement(const Eigen::MatrixXd& m) {
+  const Eigen::Index d = m.rows(), k = m.cols();
+  if (k == 0) return Eigen::MatrixXd::Identity(d, d);
+  if (k > d) throw_invalid_argument("linalg::orthonormal_complement", concat(k, " columns in R^", d));
+  const calling_thread_only serial;
+  Eigen::HouseholderQR<Eigen::MatrixXd> qr(m);
+  const Eigen::MatrixXd q = qr.householderQ() * Eigen::MatrixXd::Identity(d, d);
+  return q.rightCols(d - k);
+}
+
+TREELORA_LINALG_API Eigen::MatrixXd cholesky_solve(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b) {
+  if (a.rows() != a.cols() || b.rows() != a.rows())
+    throw_invalid_argument("linalg::cholesky_solve", concat("a is ", a.rows(), " x ", a.cols(), ", b has ", b.rows(),
+                                                            " rows"));
+  const calling_thread_only serial;
+  const Eigen::LLT<Eigen::MatrixXd> llt(a);
+  if (llt.info() != Eigen::Success)
+    throw_invalid_argument("linalg::cholesky_solve", "the matrix is not numerically positive definite");
+  return llt.solve(b);
+}
+
+}  // namespace treelora::linalg
