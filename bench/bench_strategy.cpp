@@ -46,6 +46,26 @@ vit_config vit_b_config() {
   return c;
 }
 
+/// A fixed layer-selective rule: the adapters of the lower half of the model (in model order, so the lower blocks)
+/// compute no gradients and are not updated. Nothing below the lowest active adapter needs a gradient, so the ViT's
+/// backward pass stops there: what the layer-selective rules save when their selection lies in the upper layers.
+struct lower_half_off_rule {
+  static constexpr std::string_view name() { return "lower-half-off"; }
+  template <Backend B>
+  void before_backward(std::vector<adapter_view<B>>& adapters, const training_context&, std::span<const double>) {
+    for (std::size_t l = 0; l < adapters.size(); ++l) *adapters[l].gradients_enabled = 2 * l >= adapters.size();
+  }
+  template <Backend B>
+  void after_backward(std::vector<adapter_view<B>>& adapters, const training_context&, sparse_update<B>& update) {
+    update.clear();
+    for (std::size_t l = 0; 2 * l < adapters.size(); ++l) {
+      update.skipped.push_back(adapters[l].a);
+      update.skipped.push_back(adapters[l].b);
+    }
+  }
+};
+static_assert(SparseRule<lower_half_off_rule, F>);
+
 /// A model, a strategy, an optimiser and a batch, with the strategy `previous` tasks into the stream.
 template <class S>
 struct fixture {
@@ -62,6 +82,7 @@ struct fixture {
       : model(backend, config), strategy(std::move(s)), params(parameters(model)), optimizer(params, {}),
         x(backend, shape{batch, config.image_features()}) {
     fill_normal<F>(x, 0, 1, 7);
+    model.set_input_gradient_needed(false);  // as run_stream does: nobody reads d images
     for (index_t i = 0; i < batch; ++i) labels.push_back(8 + i % 2);
     context = {.task = 0, .tasks = previous + 1, .epochs = 1, .steps_per_epoch = 100};
     for (index_t task = 0; task <= previous; ++task) {
@@ -116,6 +137,16 @@ void sparse_rule_vs_dense(benchmark::State& state) {
   const tree_lora_config paper{.mode = tree_lora_mode::paper};
   compare(state, demo_config(), 64, tree_lora_paper<F>(paper), tree_lora_paper<F, Rule>(paper));
 }
+void lower_half_off_vs_dense(benchmark::State& state) {
+  const tree_lora_config paper{.mode = tree_lora_mode::paper};
+  compare(state, demo_config(), 64, tree_lora_paper<F>(paper), tree_lora_paper<F, lower_half_off_rule>(paper));
+}
+void vit_b_depth2_lower_half_off_vs_dense(benchmark::State& state) {
+  vit_config c = vit_b_config();
+  c.depth = 2;  // two ViT-B blocks: the rule switches off block 0's adapters, backward stops at block 1
+  const tree_lora_config paper{.mode = tree_lora_mode::paper};
+  compare(state, c, 4, tree_lora_paper<F>(paper), tree_lora_paper<F, lower_half_off_rule>(paper));
+}
 void vit_b_tree_lora_reference_vs_seq(benchmark::State& state) {
   compare(state, vit_b_config(), 4, seq_lora(), timed<tree_lora_reference<F>>());
 }
@@ -142,6 +173,8 @@ BENCHMARK(sparse_rule_vs_dense<top_k_rule>)->UseManualTime()->Unit(benchmark::kM
 BENCHMARK(sparse_rule_vs_dense<soft_threshold_rule>)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK(sparse_rule_vs_dense<random_mask_rule>)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK(sparse_rule_vs_dense<selected_modules_rule>)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(lower_half_off_vs_dense)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(vit_b_depth2_lower_half_off_vs_dense)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(6);
 BENCHMARK(vit_b_tree_lora_reference_vs_seq)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(6);
 BENCHMARK_CAPTURE(vit_training_step, demo_batch64, demo_config(), 64)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK_CAPTURE(vit_training_step, vit_b_layers_depth1_batch4, vit_b_config(), 4)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(6);
