@@ -183,10 +183,7 @@ options parse(int argc, char** argv) {
 
 json::object config_json(const options& o) {
   json::object c;
-  std::vector<std::string> methods, seeds;
-  for (const auto& m : o.methods) methods.push_back(json::quote(m));
-  for (auto s : o.seeds) seeds.push_back(json::number(s));
-  c.add_string("preset", o.preset).add("methods", json::array(methods)).add("seeds", json::array(seeds))
+  c.add_string("preset", o.preset).add("methods", o.methods).add("seeds", o.seeds)
       .add_bool("shuffled_order", o.shuffled_order).add_number("train_per_class", o.train_per_class)
       .add_number("test_per_class", o.test_per_class).add_number("epochs", o.epochs)
       .add_number("batch", o.batch).add_number("learning_rate", o.learning_rate).add_number("threads", o.threads)
@@ -353,7 +350,7 @@ void write_reports(const options& o, const std::vector<run_record>& records) {
   const fs::path out = o.out;
   std::vector<run_result> results;
   for (const auto& r : records) results.push_back(r.result);
-  write_results(out, results, config_json(o).str("    "));
+  write_results(out, results, config_json(o).str());
   const auto write_svg = [&](const std::string& name, const std::function<void(std::ostream&)>& draw) {
     write_file_atomically(out / name, draw);
   };

@@ -2,6 +2,7 @@
 # Installs the Debian packages treelora needs that this machine does not have yet (and nothing else).
 set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config libeigen3-dev libopenblas-dev zlib1g-dev doctest-dev libbenchmark-dev
+          nlohmann-json3-dev python3-numpy  # JSON; python3-numpy only for tests/data/safetensors/make_golden.py
           dataset-fashion-mnist
           clang libclang-rt-dev)  # the libFuzzer harnesses (tests/fuzz/): clang++ and its libFuzzer/ASan/UBSan runtimes
 missing=()

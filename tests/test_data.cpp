@@ -7,7 +7,6 @@
 #include <set>
 
 #include "fuzz/largest_allocation.hpp"  // replaces operator new in this test program
-#include "json_reader.hpp"
 #include "treelora/data.hpp"
 
 using namespace treelora;
@@ -186,40 +185,6 @@ TEST_CASE("hostile IDX headers: no wrapped sizes, no allocation beyond the data 
   CHECK_THROWS_WITH_AS(read_idx(dir.path), doctest::Contains("is a directory"), std::runtime_error);
   CHECK_THROWS_AS(read_idx(path("rank0.idx"), -1), std::invalid_argument);
   CHECK_THROWS_AS(read_idx(path("rank0.idx"), 256), std::invalid_argument);
-}
-
-TEST_CASE("the tests' JSON reader limits nesting and rejects malformed input without reading past the end") {
-  using treelora::testing::json;
-  // 50,000 '[' used to recurse 50,000 frames deep and overflow the stack.
-  CHECK_THROWS_WITH_AS(json::parse(std::string(50000, '[')),
-                       doctest::Contains("nesting deeper than 512 levels at offset 512"), std::runtime_error);
-  CHECK(json::parse(std::string(512, '[') + std::string(512, ']')).size() == 1);
-  CHECK_THROWS_AS(json::parse(std::string(513, '[') + std::string(513, ']')), std::runtime_error);
-  std::string objects;
-  for (int i = 0; i < 600; ++i) objects += "{\"a\":";
-  CHECK_THROWS_WITH_AS(json::parse(objects), doctest::Contains("nesting deeper than 512"),
-                       std::runtime_error);
-
-  CHECK(json::parse("-0").number() == 0.0);
-  CHECK(json::parse("12.5e-1").number() == 1.25);
-  CHECK(json::parse("[1E2]")[0].number() == 100.0);
-  CHECK(json::parse("\"\\u00e9\"").string() == "?");
-  // Malformed: every one is an error (the numbers follow RFC 8259 strictly), none reads past the end of its
-  // text.
-  for (const char* bad :
-       {"-",       "1.",         "1e",        "1e+",         ".5",   "01",    "-Infinity", "NaN",
-        "+1",      "0x10",       "\"\\u12\"", "\"\\u12G4\"", "\"\\", "\"abc", "[1,",       "{\"a\"",
-        "{\"a\":", "{\"a\":1,}", "tru",       "nul",         "[",    ""}) {
-    INFO(std::string(bad));
-    CHECK_THROWS_AS(json::parse(bad), std::runtime_error);
-  }
-  // Cut at every byte, a valid document is an error, never a read past the end (the fuzzer checks with ASan).
-  const std::string good = R"({"a": [1, -2.5e1, true, null, "x\"y\u0041"], "b": {"c": false}})";
-  for (std::size_t n = 0; n < good.size(); ++n) {
-    INFO(good.substr(0, n));
-    CHECK_THROWS_AS(json::parse(good.substr(0, n)), std::runtime_error);
-  }
-  CHECK(json::parse(good)["a"].size() == 5);
 }
 
 TEST_CASE("images and labels become a normalised labelled_set") {

@@ -10,8 +10,8 @@
 #include <fstream>
 #include <thread>
 
-#include "json_reader.hpp"
 #include "treelora/io/atomic_file.hpp"
+#include "treelora/io/json.hpp"
 #include "treelora/io/cli.hpp"
 #include "treelora/strategy/duallora.hpp"
 #include "treelora/metrics/report.hpp"
@@ -218,8 +218,63 @@ TEST_CASE("JSON numbers: integers exactly, doubles round-trip") {
   CHECK(json::number(std::uint64_t(12345678901)) == "12345678901");
   CHECK(json::number(std::uint64_t(18446744073709551615ULL)) == "18446744073709551615");
   CHECK(json::number(index_t(-42)) == "-42");
-  for (double v : {0.1, 1.0 / 3.0, 123456.78901234567, 1e-300, -2.5e17}) CHECK(std::strtod(json::number(v).c_str(), nullptr) == v);
+  for (double v : {0.1, 1.0 / 3.0, 123456.78901234567, 1e-300, -2.5e17, 5e-324}) {
+    CHECK(std::strtod(json::number(v).c_str(), nullptr) == v);
+    CHECK(json::parse(json::number(v)).get<double>() == v);
+  }
   CHECK(json::number(std::nan("")) == "null");
+  CHECK(json::number(-INFINITY) == "null");
+  CHECK(json::quote("a\"b\\c\n\x01") == R"("a\"b\\c\n\u0001")");
+}
+
+TEST_CASE("the JSON reader (nlohmann::json with the project's rules) limits nesting, rejects duplicate keys and "
+          "malformed input without reading past the end") {
+  // 50,000 '[' used to overflow the stack of the old hand-written reader; nesting stays bounded for whoever walks
+  // the value recursively.
+  CHECK_THROWS_WITH_AS(json::parse(std::string(50000, '['), "deep.json"),
+                       doctest::Contains("deep.json: nesting deeper than 512 levels"), std::runtime_error);
+  CHECK(json::parse(std::string(512, '[') + std::string(512, ']')).size() == 1);
+  CHECK_THROWS_AS(json::parse(std::string(513, '[') + std::string(513, ']')), std::runtime_error);
+  std::string objects;
+  for (int i = 0; i < 600; ++i) objects += "{\"a\":";
+  CHECK_THROWS_WITH_AS(json::parse(objects), doctest::Contains("nesting deeper than 512"), std::runtime_error);
+  // nlohmann::json alone keeps the last of two equal keys: here it is an error, at any depth.
+  CHECK_THROWS_WITH_AS(json::parse(R"({"a": 1, "b": {"c": 2, "c": 3}})", "dup.json"),
+                       doctest::Contains("dup.json: the key \"c\" appears twice in one object"), std::runtime_error);
+  CHECK_THROWS_AS(json::parse(R"({"a": 1, "a": 1})"), std::runtime_error);
+  CHECK(json::parse(R"({"a": {"c": 1}, "b": {"c": 2}})").at("b").at("c") == 2);  // equal keys in two objects
+
+  const json::value v = json::parse(R"( {"a": [1, -2.5e1, true, null, "x\"y"], "b": {"c": false}, "d": []} )");
+  CHECK(v.at("a").size() == 5);
+  CHECK(v.at("a").at(1).get<double>() == -25.0);
+  CHECK(v.at("a").at(2).get<bool>());
+  CHECK(v.at("a").at(3).is_null());
+  CHECK(v.at("a").at(4).get<std::string>() == "x\"y");
+  CHECK_FALSE(v.at("b").at("c").get<bool>());
+  CHECK(v.at("d").empty());
+  CHECK(v.begin().key() == "a");  // insertion order kept
+  CHECK(json::parse("-0").get<double>() == 0.0);
+  CHECK(json::parse("12.5e-1").get<double>() == 1.25);
+  CHECK(json::parse("[1E2]").at(0).get<double>() == 100.0);
+  CHECK(json::parse("18446744073709551615").get<std::uint64_t>() == 18446744073709551615ULL);  // never via double
+  CHECK(json::parse("\"\\u00e9\"").get<std::string>() == "\u00e9");
+  // Malformed: every one is an error (the numbers follow RFC 8259 strictly), none reads past the end of its text.
+  for (const char* bad :
+       {"-",        "1.",        "1e",          "1e+",  ".5",    "01",    "-Infinity", "NaN",       "+1",
+        "0x10",     "\"\\u12\"", "\"\\u12G4\"", "\"\\", "\"abc", "[1,",   "{\"a\"",    "{\"a\":",    "{\"a\":1,}",
+        "tru",      "nul",       "[",           "",     "{",     "[1,]",  "{\"a\" 1}",  "[1 2]",     "{} x"}) {
+    INFO(std::string(bad));
+    CHECK_THROWS_AS(json::parse(bad), std::runtime_error);
+  }
+  // Cut at every byte, a valid document is an error, never a read past the end (the fuzzer checks with ASan).
+  const std::string good = R"({"a": [1, -2.5e1, true, null, "x\"y\u0041"], "b": {"c": false}})";
+  for (std::size_t n = 0; n < good.size(); ++n) {
+    INFO(good.substr(0, n));
+    CHECK_THROWS_AS(json::parse(good.substr(0, n)), std::runtime_error);
+  }
+  CHECK(json::parse(good).at("a").size() == 5);
+  CHECK_THROWS_WITH_AS(json::parse_file("/nonexistent/x.json"), doctest::Contains("cannot open /nonexistent/x.json"),
+                       std::runtime_error);
 }
 
 TEST_CASE("command-line values name the option and are range-checked, never wrapped") {
@@ -250,16 +305,19 @@ TEST_CASE("one library call writes a run's results as JSON and CSV") {
   json::object config;
   config.add_string("stream", "planted");
   write_results(folder, runs, config.str());
-  const auto parsed = testing::json::parse(read_text(folder / "results.json"));
+  const auto parsed = json::parse_file((folder / "results.json").string());
   REQUIRE(parsed.size() == 2);  // task-IL and class-IL
-  const auto& row = parsed[0];
-  CHECK(row["method"].string() == "SeqLoRA");
-  CHECK(row["protocol"].string() == "task-IL");
+  const auto& row = parsed.at(0);
+  CHECK(row.at("method").get<std::string>() == "SeqLoRA");
+  CHECK(row.at("protocol").get<std::string>() == "task-IL");
+  CHECK(row.begin().key() == "method");  // the fields in the order they were added
   CHECK(read_text(folder / "results.json").find("\"seed\": 12345678901,") != std::string::npos);
-  CHECK(row["acc"].number() == final_average_accuracy(runs[0].task_il));  // 17 digits: exact
-  CHECK(row["matrix"].size() == planted.stream.tasks.size() * planted.stream.tasks.size());
-  CHECK(row["final_loss_per_task"].size() == planted.stream.tasks.size());
-  CHECK(row["config"]["stream"].string() == "planted");
+  CHECK(row.at("seed").get<std::uint64_t>() == 12345678901ULL);
+  CHECK(row.at("acc").get<double>() == final_average_accuracy(runs[0].task_il));  // round-trip: exact
+  CHECK(row.at("matrix").size() == planted.stream.tasks.size() * planted.stream.tasks.size());
+  CHECK(row.at("final_loss_per_task").size() == planted.stream.tasks.size());
+  CHECK(row.at("config").at("stream").get<std::string>() == "planted");
+  CHECK_THROWS_WITH_AS(results_json(runs, "{\"stream\": "), doctest::Contains("the configuration"), std::runtime_error);
   const std::string csv = read_text(folder / "results.csv");
   CHECK(std::count(csv.begin(), csv.end(), '\n') == 3);
   SUBCASE("a stream whose tasks share classes reports task-IL only") {

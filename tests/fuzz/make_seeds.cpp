@@ -2,9 +2,9 @@
 // (docs/fuzzing.md):
 //   <out>/fuzz_idx/seeds             write_idx files (gzip) and the same files uncompressed
 //   <out>/fuzz_backbone_cache/seeds  save_backbone files: a tiny ViT's backbone and a state with odd shapes
-//   <out>/fuzz_json_reader/seeds     small JSON texts, and 50,000 '[' (the stack-overflow regression,
-//   generated here
-//                                    rather than committed)
+//   <out>/fuzz_json_reader/seeds     small JSON texts (one like a sharded checkpoint's index), and 50,000 '['
+//                                    (the stack-overflow regression, generated here rather than committed)
+//   <out>/fuzz_safetensors/seeds     safetensors_writer files: F32, F16, BF16, F64, metadata, raw dtypes, empty
 // and empties <out>/<fuzzer>/work, the directory where a run keeps the new inputs it finds.
 // Usage: treelora_fuzz_seeds <out>
 #include <zlib.h>
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "treelora/data/idx.hpp"
+#include "treelora/io/safetensors.hpp"
 #include "treelora/models/pretrain.hpp"
 
 namespace fs = std::filesystem;
@@ -98,6 +99,25 @@ int main(int argc, char** argv) {
   write_text(json / "numbers.json", "[0, -0, 1, -12.5, 3e7, 4.25E-2, 123456789012345678901234567890]");
   write_text(json / "empty_containers.json", " [ { } , [ ] , \"\" ] ");
   write_text(json / "regression_deep_nesting.json", std::string(50000, '['));
+  write_text(json / "index_like.json",
+             R"({"metadata": {"total_size": 18446744073709551615}, "weight_map": {"a.weight": "model-00001.safetensors",)"
+             R"( "b": "model-00002.safetensors"}})");
+  write_text(json / "duplicate_key.json", R"({"a": 1, "b": {"a": 2, "a": 3}})");
+
+  const fs::path tensors = fresh("fuzz_safetensors");
+  const std::vector<float> values{0.0f, -0.0f, 1.5f, -2.25f, 65504.0f, 1e-7f, 3.0e38f, 0.1f};
+  const auto floats = std::span<const float>(values);
+  safetensors_writer().add("w", {2, 4}, floats).write(tensors / "f32.safetensors");
+  safetensors_writer().add("h", {8}, floats, safetensors_dtype::F16).add("b", {4, 2}, floats, safetensors_dtype::BF16)
+      .set_metadata("format", "pt").write(tensors / "f16_bf16_metadata.safetensors");
+  const std::vector<double> doubles{1.0 / 3.0, -1e-310};
+  safetensors_writer().add("d", {1, 2}, std::span<const double>(doubles)).add("s", {}, floats.first(1))
+      .add("empty", {0, 3}, floats.first(0)).write(tensors / "f64_scalar_empty.safetensors");
+  const std::vector<std::byte> raw(24, std::byte{7});
+  safetensors_writer().add("ids", safetensors_dtype::I64, {3}, raw).add("mask", safetensors_dtype::BOOL, {2}, std::span(raw).first(2))
+      .add("fp8", safetensors_dtype::F8_E4M3, {2, 1}, std::span(raw).first(2)).set_metadata("note", "\u00e9\n")
+      .write(tensors / "raw_dtypes.safetensors");
+  safetensors_writer().write(tensors / "empty.safetensors");
   std::cout << "treelora: fuzz seed corpora written under " << out.string() << "\n";
   return 0;
 }

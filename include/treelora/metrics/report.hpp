@@ -87,9 +87,11 @@ inline std::vector<report_row> report_rows(const run_result& r) {
   return rows;
 }
 
-/// One JSON object per row, each carrying `config_json` (already-encoded JSON, e.g. json::object::str()).
+/// One JSON object per row (a list, 2-space indented), each carrying the run's configuration `config_json`
+/// (JSON text, e.g. json::object::str(); malformed text is a std::runtime_error).
 inline std::string results_json(std::span<const run_result> runs, const std::string& config_json = "{}") {
-  std::vector<std::string> encoded;
+  const json::value config = json::parse(config_json, "results_json: the configuration");
+  json::value rows = json::value::array();
   for (const auto& run : runs)
     for (const auto& row : report_rows(run)) {
       json::object o;
@@ -99,12 +101,11 @@ inline std::string results_json(std::span<const run_result> runs, const std::str
           .add_number("fwt", row.fwt).add_number("task_identity", row.task_identity).add_number("seconds", row.seconds)
           .add_number("peak_bytes", row.peak_bytes).add_number("trainable_parameters", row.trainable_parameters)
           .add_number("state_bytes", row.state_bytes).add_number("steps", row.steps).add_number("threads", row.threads)
-          .add("train_seconds_per_task", json::numbers(row.train_seconds_per_task))
-          .add("final_loss_per_task", json::numbers(row.final_loss_per_task))
-          .add("matrix", json::numbers(row.matrix)).add("config", config_json);
-      encoded.push_back(o.str("  "));
+          .add("train_seconds_per_task", row.train_seconds_per_task).add("final_loss_per_task", row.final_loss_per_task)
+          .add("matrix", row.matrix).add("config", config);
+      rows.push_back(o.get());
     }
-  return json::array(encoded, ",\n") + "\n";
+  return json::dump(rows, 2) + "\n";
 }
 
 /// The same rows as CSV (a header line; the per-task lists and the matrix are left to the JSON).
