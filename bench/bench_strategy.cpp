@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include <treelora/treelora.hpp>
@@ -165,8 +167,61 @@ void vit_training_step(benchmark::State& state, vit_config config, index_t batch
   state.counters["images_per_s"] = double(batch) / median(times);
 }
 
+/// Resident memory of this process from /proc/self/status ("VmRSS" now, "VmHWM" its peak), in bytes; 0 where
+/// the file is missing.
+double proc_status_bytes(const char* field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  const std::string key = std::string(field) + ":";
+  while (std::getline(status, line))
+    if (line.rfind(key, 0) == 0) return 1024.0 * std::stod(line.substr(key.size()));  // "VmRSS:   1234 kB"
+  return 0;
+}
+
+/// What one training step must keep between its forward and its backward pass, by the mathematics alone, for the
+/// pre-LN ViT with a frozen backbone and LoRA (rank r) on q and v, per block: the block input and LN1's output
+/// (LN1's backward, the adapters' dA), q, k and v and the attention probabilities (attention's backward), the
+/// residual h (LN2's backward), fc1's pre-activation (GELU's derivative), the adapters' A x (their dB).
+double activations_needed_bytes(const vit_config& c, index_t batch) {
+  const double n = double(batch * c.tokens()), d = double(c.width), m = double(c.mlp_hidden());
+  const double per_block = 6 * n * d + n * m + double(batch * c.heads) * double(c.tokens() * c.tokens()) +
+                           2 * n * double(c.lora_rank);
+  return sizeof(float) * double(c.depth) * per_block;
+}
+
+/// Memory of one training step: the tensor storage alive at its peak (host_memory), split into what was alive
+/// before the step (parameters, optimiser moments, the buffers earlier steps left) and what the step added, against
+/// what the mathematics needs; and the process's resident memory.
+void vit_step_memory(benchmark::State& state, vit_config config, index_t batch) {
+  fixture<seq_lora> f(config, batch, seq_lora(), 0);
+  f.step(0);  // buffers sized
+  std::ofstream("/proc/self/clear_refs") << "5";  // restart VmHWM here (Linux), where allowed
+  const double before = double(host_memory::current());
+  host_memory::reset_peak();
+  index_t t = 1;
+  for (auto _ : state) {
+    const double start = now();
+    f.step(t++);
+    state.SetIterationTime(now() - start);
+  }
+  std::size_t parameter_bytes = 0;
+  for (const auto& p : f.params) parameter_bytes += sizeof(float) * std::size_t(p.value->numel());
+  state.counters["parameters_MiB"] = double(parameter_bytes) / (1 << 20);
+  state.counters["alive_before_step_MiB"] = before / (1 << 20);
+  state.counters["tensor_peak_MiB"] = double(host_memory::peak()) / (1 << 20);
+  state.counters["activations_needed_MiB"] = activations_needed_bytes(config, batch) / (1 << 20);
+  state.counters["rss_MiB"] = proc_status_bytes("VmRSS") / (1 << 20);
+  state.counters["rss_peak_MiB"] = proc_status_bytes("VmHWM") / (1 << 20);
+}
+
 }  // namespace
 
+BENCHMARK_CAPTURE(vit_step_memory, demo_batch64, demo_config(), 64)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK_CAPTURE(vit_step_memory, vit_b_layers_depth2_batch4, [] {
+  vit_config c = vit_b_config();
+  c.depth = 2;
+  return c;
+}(), 4)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 BENCHMARK(tree_lora_reference_vs_seq)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(3.0);
 BENCHMARK(tree_lora_paper_vs_seq)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(3.0);
 BENCHMARK(sparse_rule_vs_dense<top_k_rule>)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);

@@ -411,3 +411,22 @@ TEST_CASE("Eigen interop is zero-copy in both directions") {
   scale<cpu_backend<float>>(2, v);
   CHECK(m(1, 0) == 6.0f);
 }
+
+TEST_CASE("host_memory counts every CPU buffer alive and the peak since a reset") {
+  const std::size_t base = host_memory::current();
+  host_memory::reset_peak();
+  {
+    host_buffer<float> a(10);  // 40 bytes, rounded up to 64
+    CHECK(host_memory::current() == base + 64);
+    host_buffer<double> b(100);  // 800 bytes, rounded up to 832
+    CHECK(host_memory::current() == base + 64 + 832);
+    host_buffer<float> moved = std::move(a);  // a move allocates nothing and frees nothing
+    CHECK(host_memory::current() == base + 64 + 832);
+  }
+  CHECK(host_memory::current() == base);
+  CHECK(host_memory::peak() == base + 64 + 832);
+  host_memory::reset_peak();
+  CHECK(host_memory::peak() == base);
+  host_buffer<float> empty(0);  // nothing allocated, nothing counted
+  CHECK(host_memory::current() == base);
+}

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -37,6 +38,27 @@
 
 namespace treelora {
 
+/// Bytes of host_buffer storage (every CPU tensor's) alive now, and the most alive at once since the last
+/// reset_peak(): what a training step really holds, to set against the process's resident memory
+/// (bench/bench_strategy.cpp, docs/benchmarks.md). Two relaxed atomic updates per allocation.
+class host_memory {
+ public:
+  static std::size_t current() { return current_.load(std::memory_order_relaxed); }
+  static std::size_t peak() { return peak_.load(std::memory_order_relaxed); }
+  /// The peak restarts from what is alive now.
+  static void reset_peak() { peak_.store(current(), std::memory_order_relaxed); }
+  static void allocated(std::size_t bytes) {
+    const std::size_t now = current_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+    std::size_t seen = peak_.load(std::memory_order_relaxed);
+    while (now > seen && !peak_.compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
+    }
+  }
+  static void freed(std::size_t bytes) { current_.fetch_sub(bytes, std::memory_order_relaxed); }
+
+ private:
+  static inline std::atomic<std::size_t> current_{0}, peak_{0};
+};
+
 /// Owning, 64-byte aligned host array. Moves, never copies implicitly.
 template <class Scalar>
 class host_buffer {
@@ -46,8 +68,9 @@ class host_buffer {
     if (size < 0) throw_invalid_argument("host_buffer", concat("negative size ", size));
     if (size > 0) {
       const std::size_t bytes = ((static_cast<std::size_t>(size) * sizeof(Scalar) + 63) / 64) * 64;
-      data_.reset(static_cast<Scalar*>(std::aligned_alloc(64, bytes)));
+      data_ = std::unique_ptr<Scalar, free_deleter>(static_cast<Scalar*>(std::aligned_alloc(64, bytes)), free_deleter{bytes});
       if (!data_) throw std::bad_alloc();
+      host_memory::allocated(bytes);
     }
   }
   Scalar* data() { return data_.get(); }
@@ -56,7 +79,11 @@ class host_buffer {
 
  private:
   struct free_deleter {
-    void operator()(Scalar* p) const { std::free(p); }
+    std::size_t bytes = 0;  ///< what the allocation counted in host_memory
+    void operator()(Scalar* p) const {
+      host_memory::freed(bytes);
+      std::free(p);
+    }
   };
   std::unique_ptr<Scalar, free_deleter> data_;
   index_t size_ = 0;

@@ -84,6 +84,14 @@ class frozen_history {
     }
   }
 
+  /// A finished task's branch as kept without merging: the history adds scale * b a.
+  struct branch {
+    scalar_type scale;
+    tensor<B> a, b;
+  };
+  /// The kept branches in task order (empty when merged(): the factors were folded into one delta).
+  const std::vector<branch>& branches() const { return branches_; }
+
   std::size_t bytes() const {
     std::size_t n = std::size_t(delta_.numel());
     for (const auto& branch : branches_) n += std::size_t(branch.a.numel() + branch.b.numel());
@@ -91,10 +99,6 @@ class frozen_history {
   }
 
  private:
-  struct branch {
-    scalar_type scale;
-    tensor<B> a, b;
-  };
   B* backend_ = nullptr;
   index_t in_ = 0, out_ = 0, tasks_ = 0;
   bool merge_ = true;

@@ -43,6 +43,8 @@ struct standard_lora {
     tensor<B>& b_gradient() { return b_gradient_; }
     scalar_type scaling() const { return scaling_; }
     index_t rank() const { return config_.rank; }
+    /// The configuration it was built with (alpha and rank_stabilized: what an adapter export writes).
+    const config& configuration() const { return config_; }
     void set_training(bool training) { training_ = training; }
     /// false: backward_add still passes the input gradient through but skips the dA and dB GEMMs (a sparse
     /// update rule that leaves this module out of a step saves that work).
