@@ -18,6 +18,9 @@
 #include <vector>
 
 #include "treelora/tensor/ops.hpp"
+#if defined(TREELORA_COMPILED)
+#include "treelora/backend/cpu_backend.hpp"  // for the extern template declarations at the end
+#endif
 #include "treelora/tree/similarity.hpp"
 #include "treelora/tree/split.hpp"
 #include "treelora/tree/tree_node.hpp"
@@ -398,5 +401,12 @@ class task_tree {
   std::vector<std::vector<double>> distances_;
   index_t next_task_ = 0;
 };
+
+#if defined(TREELORA_COMPILED)
+// The two trees the library's TreeLoRA modes use, on the float CPU backend, are compiled once in treelora::compiled
+// (src/tree.cpp): reference mode (dot similarity, lower median) and paper mode (L1, median). docs/build_time.md.
+extern template class task_tree<cpu_backend<float>>;
+extern template class task_tree<cpu_backend<float>, l1_similarity, median_split>;
+#endif
 
 }  // namespace treelora
