@@ -16,6 +16,8 @@
 #include "treelora/models/hf_vit.hpp"
 
 using namespace treelora;
+using treelora::testing::contains;
+using treelora::testing::error_of;
 using treelora::testing::relative_error;
 using F = cpu_backend<float>;
 
@@ -87,22 +89,6 @@ std::vector<double> run(vit<B>& model, const golden& g) {
   return {out.begin(), out.end()};
 }
 
-/// The message of the std::invalid_argument `f` throws (fails the test when it throws nothing or something
-/// else).
-template <class Function>
-std::string error_of(Function&& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  FAIL("expected std::invalid_argument");
-  return {};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
 
 }  // namespace
 

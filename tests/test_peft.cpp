@@ -17,6 +17,8 @@
 #include "treelora/models/peft.hpp"
 
 using namespace treelora;
+using treelora::testing::contains;
+using treelora::testing::error_of;
 using treelora::testing::relative_error;
 using F = cpu_backend<float>;
 
@@ -79,20 +81,6 @@ vit<F> import_into_fresh_model(F& backend, Source& source, const peft_adapter& a
   return model;
 }
 
-template <class Function>
-std::string error_of(Function&& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  FAIL("expected std::invalid_argument");
-  return {};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
 
 std::string read_text(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);

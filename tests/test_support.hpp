@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "treelora/treelora.hpp"
@@ -16,6 +18,21 @@
 #define TREELORA_TEST_BACKENDS treelora::cpu_backend<float>, treelora::cpu_backend<double>
 
 namespace treelora::testing {
+
+/// The message of the std::invalid_argument `f` throws (fails the test when it throws nothing or something else).
+template <class Function>
+std::string error_of(Function&& f) {
+  try {
+    f();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  FAIL("expected std::invalid_argument");
+  return {};
+}
+
+/// Whether `text` contains `part` (for checking error messages).
+inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 /// Relative tolerance for comparing a backend's result with a naive double-precision loop.
 template <class Scalar>

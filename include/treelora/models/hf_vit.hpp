@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <initializer_list>
 #include <limits>
 #include <map>
 #include <string>
@@ -319,6 +320,19 @@ inline std::int64_t checked_numel(const std::vector<std::int64_t>& shape, std::s
   return n;
 }
 
+/// The one error a checkpoint loader throws: `header` and ": N problem(s)", then one "\n  kind: item" line per item
+/// of every group, so the whole list arrives at once.
+inline void throw_problems(std::string_view where, const std::string& header,
+                           std::initializer_list<std::pair<std::string_view, const std::vector<std::string>*>> groups) {
+  std::size_t problems = 0;
+  for (const auto& [kind, items] : groups) problems += items->size();
+  if (problems == 0) return;
+  std::string message = concat(header, ": ", problems, " problem", problems == 1 ? "" : "s");
+  for (const auto& [kind, items] : groups)
+    for (const auto& item : *items) message += concat("\n  ", kind, ": ", item);
+  throw_invalid_argument(where, message);
+}
+
 inline std::string describe(const vit_config& c) {
   return concat("image ", c.channels, " x ", c.image_height, " x ", c.image_width, ", patch ", c.patch_size,
                 ", width ", c.width, ", depth ", c.depth, ", heads ", c.heads, ", MLP ", c.mlp_hidden(),
@@ -406,21 +420,11 @@ hf_vit_load_report load_hf_vit(vit<B, F>& model, const host_tensor_map& tensors,
     unexpected.push_back(concat(name, " ", shape_text(t.shape), note));
   }
 
-  const std::size_t problems = missing.size() + unexpected.size() + mis_shaped.size() + malformed.size();
-  if (problems > 0) {
-    std::string message = concat("the ", to_string(report.naming), " checkpoint (", tensors.size(),
-                                 " tensors) does not fit the model (", hf_vit_detail::describe(config),
-                                 options.qkv_bias ? "" : ", no q/k/v biases", "): ", problems, " problem",
-                                 problems == 1 ? "" : "s");
-    const auto list = [&](std::string_view kind, const std::vector<std::string>& names) {
-      for (const auto& n : names) message += concat("\n  ", kind, ": ", n);
-    };
-    list("missing", missing);
-    list("unexpected", unexpected);
-    list("mis-shaped", mis_shaped);
-    list("malformed", malformed);
-    throw_invalid_argument("load_hf_vit", message);
-  }
+  hf_vit_detail::throw_problems(
+      "load_hf_vit",
+      concat("the ", to_string(report.naming), " checkpoint (", tensors.size(), " tensors) does not fit the model (",
+             hf_vit_detail::describe(config), options.qkv_bias ? "" : ", no q/k/v biases", ")"),
+      {{"missing", &missing}, {"unexpected", &unexpected}, {"mis-shaped", &mis_shaped}, {"malformed", &malformed}});
 
   B& backend = model.backend();
   std::vector<scalar_type> staging;

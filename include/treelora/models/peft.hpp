@@ -773,25 +773,16 @@ void load_peft_adapter(vit<B, standard_lora>& model, const peft_adapter& adapter
       unexpected.push_back(concat(name, " ", shape_text(t.shape), note));
     }
 
-  const std::size_t problems =
-      missing.size() + unexpected.size() + mis_shaped.size() + malformed.size() + unfit.size();
-  if (problems > 0) {
-    std::string message =
-        concat("the ", to_string(layout.naming), " PEFT adapter (", adapter.tensors.size(), " tensors, ",
-               layout.modules.size(), " adapted modules) does not fit the model (",
-               hf_vit_detail::describe(architecture), ", LoRA rank ",
-               ours.empty() ? index_t(0) : ours.begin()->second->rank(), "): ", problems, " problem",
-               problems == 1 ? "" : "s");
-    const auto list = [&](std::string_view kind, const std::vector<std::string>& names) {
-      for (const auto& n : names) message += concat("\n  ", kind, ": ", n);
-    };
-    list("missing", missing);
-    list("unexpected", unexpected);
-    list("mis-shaped", mis_shaped);
-    list("malformed", malformed);
-    list("does not fit", unfit);
-    throw_invalid_argument("load_peft_adapter", message);
-  }
+  hf_vit_detail::throw_problems(
+      "load_peft_adapter",
+      concat("the ", to_string(layout.naming), " PEFT adapter (", adapter.tensors.size(), " tensors, ",
+             layout.modules.size(), " adapted modules) does not fit the model (", hf_vit_detail::describe(architecture),
+             ", LoRA rank ", ours.empty() ? index_t(0) : ours.begin()->second->rank(), ")"),
+      {{"missing", &missing},
+       {"unexpected", &unexpected},
+       {"mis-shaped", &mis_shaped},
+       {"malformed", &malformed},
+       {"does not fit", &unfit}});
 
   B& backend = model.backend();
   for (const auto& job : jobs) {
