@@ -6,6 +6,9 @@
 //
 // Writes DIR/results.json (one row per method x protocol x seed, with the configuration used), DIR/results.csv,
 // DIR/heatmap_<method>_<protocol>.svg, DIR/accuracy_after_each_task_<protocol>.svg, DIR/tree_<method>.svg/.dot.
+// Every run is checkpointed after every task in DIR/checkpoints/<method>-seed<seed>.safetensors; --resume continues
+// each run from its checkpoint (a finished run's results are read back without training) with the same results,
+// bit for bit, as a run that did not stop. The same command line (options) must be given again.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -58,6 +61,8 @@ struct options {
   std::string dual_task_score = "statistics", dual_task_layers = "all", dual_temperature = "fixed", dual_drift = "local";
   double dual_shrinkage = 1e-3;
   double divergence_factor = 4;  // stop a run whose loss exceeds this many times chance (0: off)
+  bool resume = false;           // continue every run from its checkpoint
+  index_t stop_after_task = 0;   // stop every run after this many tasks, as a crash would (0: never)
   std::string preset = "default";
 };
 
@@ -92,6 +97,10 @@ const char* usage =
     "  --dual-drift D            DualLoRA statistics: class means follow the drift: local, mean, none (default local)\n"
     "  --divergence-factor X     stop with an error when a task's loss (mean of 20 steps) exceeds X times\n"
     "                            max(ln classes, 1); 0 turns the guard off (default 4)\n"
+    "  --resume                  continue every run from its checkpoint in OUT/checkpoints (written after every task;\n"
+    "                            give the same options again); runs without a checkpoint start from the beginning\n"
+    "  --stop-after-task N       stop every run after N tasks (its checkpoint written), as a crash would; exits with\n"
+    "                            status 3 and --resume continues them (for checking resumption)\n"
     "Every option is checked before any training; results are written after every finished run.\n";
 
 vit_config model_config(const options& o, std::uint64_t seed);
@@ -120,6 +129,10 @@ options parse(int argc, char** argv) {
     }
     if (key == "--shuffled-order") {
       o.shuffled_order = true;
+      continue;
+    }
+    if (key == "--resume") {
+      o.resume = true;
       continue;
     }
     if (const auto eq = key.find('='); eq != std::string::npos) {
@@ -167,6 +180,7 @@ options parse(int argc, char** argv) {
     else if (key == "--dual-temperature") o.dual_temperature = cli::parse_choice(key, value, {"fixed", "fitted"});
     else if (key == "--dual-shrinkage") o.dual_shrinkage = real(0, 1e6);
     else if (key == "--dual-drift") o.dual_drift = cli::parse_choice(key, value, {"local", "mean", "none"});
+    else if (key == "--stop-after-task") o.stop_after_task = count(1, big);
     else if (key == "--divergence-factor") {
       o.divergence_factor = real(0, 1e9);
       if (o.divergence_factor != 0 && o.divergence_factor <= 1)
@@ -233,6 +247,18 @@ dual_lora_options dual_options(const options& o) {
 }
 
 // ------------------------------------------------------------------------------------------------- one run
+/// Thrown when a run stops where --stop-after-task asked (after its checkpoint was written).
+struct run_stopped : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+/// Stops a run before task `task` starts (0: never).
+struct stop_before {
+  index_t task = 0;
+  void on_task_begin(const training_context& c) const {
+    if (task > 0 && c.task == task) throw run_stopped(concat("stopped after task ", task, " as asked (--stop-after-task)"));
+  }
+};
+
 struct run_record {
   std::string method;
   std::uint64_t seed;
@@ -248,8 +274,18 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
   model.load_backbone_state(backbone);
   const auto optimizer = [&](parameter_list<F> p) { return adam<F>(std::move(p), {.learning_rate = o.learning_rate}); };
   const runner_options run{.epochs_per_task = o.epochs, .batch_size = o.batch, .seed = seed,
-                           .guard = {.enabled = o.divergence_factor > 0, .factor = o.divergence_factor}};
-  progress_bar progress(concat("[", method, " seed ", seed, "]"));
+                           .guard = {.enabled = o.divergence_factor > 0, .factor = o.divergence_factor},
+                           .checkpoint = std::filesystem::path(o.out) / "checkpoints" / concat(method, "-seed", seed, ".safetensors"),
+                           .resume = o.resume};
+  progress_bar progress_line(concat("[", method, " seed ", seed, "]"));
+  const stop_before stop{o.stop_after_task};
+  struct both {  // the progress line and the stop, as one callback
+    progress_bar& line;
+    const stop_before& stop;
+    void on_task_begin(const training_context& c) { stop.on_task_begin(c), line.on_task_begin(c); }
+    void on_step(const training_context& c, double r) { line.on_step(c, r); }
+    void on_task_end(const training_context& c, double s) { line.on_task_end(c, s); }
+  } progress{progress_line, stop};
   run_record record{method, seed, run_result{method, accuracy_matrix(0), accuracy_matrix(0), accuracy_matrix(0)}, {}};
   // ---- methods ----
   if (method == "SeqLoRA") {
@@ -454,12 +490,19 @@ int main(int argc, char** argv) try {
                                          {.epochs = o.pretrain_epochs, .max_images = o.pretrain_images, .seed = 1000});
 
   std::vector<run_record> records;
+  std::vector<std::string> stopped;
   for (const std::uint64_t seed : o.seeds) {
     split_options split{.train_per_class = o.train_per_class, .test_per_class = o.test_per_class, .subsample_seed = seed};
     if (o.shuffled_order) split.shuffle_seed = seed;
     const task_stream stream = split_fashion_mnist(data, split);
     for (const auto& method : o.methods) {
-      records.push_back(run_method(method, o, seed, stream, backbone));
+      try {
+        records.push_back(run_method(method, o, seed, stream, backbone));
+      } catch (const run_stopped& e) {
+        std::fprintf(stderr, "\n%s seed %llu: %s\n", method.c_str(), (unsigned long long)seed, e.what());
+        stopped.push_back(concat(method, " seed ", seed));
+        continue;
+      }
       const auto& r = records.back().result;
       std::printf("\n%s, seed %llu, task-IL accuracy (%%) after task i (rows) on task j (columns):\n%s", method.c_str(),
                   (unsigned long long)seed, r.task_il.to_table().c_str());
@@ -468,6 +511,11 @@ int main(int argc, char** argv) try {
       std::fflush(stdout);
       write_reports(o, records);  // after every run: a failure later keeps what finished
     }
+  }
+  if (!stopped.empty()) {
+    std::printf("%zu run(s) stopped after task %lld as asked; their checkpoints are in %s/checkpoints: run the same "
+                "command with --resume to continue them\n", stopped.size(), (long long)o.stop_after_task, o.out.c_str());
+    return 3;
   }
   print_summary(records);
   std::printf("wrote %s/results.json, results.csv and SVG plots\n", o.out.c_str());

@@ -55,6 +55,8 @@ class generator {
   }
   std::uint64_t seed() const { return seed_; }
   std::uint64_t counter() const { return counter_; }
+  /// Continues the stream from draw `counter` (a resumed run's generators pick up where they were).
+  void set_counter(std::uint64_t counter) { counter_ = counter; }
 
  private:
   std::uint64_t seed_;

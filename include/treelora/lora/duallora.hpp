@@ -232,6 +232,44 @@ struct dual_lora {
       training_ = index_t(residual_.size()) - 1;
     }
 
+    /// Checkpoints (io/checkpoint.hpp), between tasks: the orthogonal adapter, its history, and every task's
+    /// residual adapter (the stacked bases U_j^T exactly as given, each task's B_r).
+    template <class Archive>
+    void checkpoint(Archive ar) {
+      ar.expect("rank", config_.rank), ar.expect("orthogonal", config_.orthogonal), ar.expect("gate", config_.gate);
+      ar.expect("gate_temperature", config_.gate_temperature), ar.expect("gate_gradient", config_.gate_gradient);
+      ar.expect("merge_finished", config_.merge_finished), ar.expect("seed", config_.seed);
+      if constexpr (!Archive::loading())
+        if (training_ >= 0) throw_invalid_argument("dual_lora::checkpoint", "a task is training: checkpoints are taken between tasks");
+      ar.tensor_of_shape("lora_a", a_, *backend_, a_gradient_.shape());
+      ar.tensor_of_shape("lora_b", b_, *backend_, b_gradient_.shape());
+      ar.value("gradients_enabled", gradients_enabled_);
+      history_.checkpoint(ar.scope("history"));
+      ar.value("offsets", offsets_);
+      bool valid = !offsets_.empty() && offsets_.front() == 0;
+      for (std::size_t j = 1; j < offsets_.size(); ++j) valid = valid && offsets_[j] >= offsets_[j - 1];
+      ar.require(valid, "offsets", "must start at 0 and never decrease");
+      ar.host_matrix("basis", basis_);
+      ar.require(basis_.cols() == in_ && basis_.rows() == offsets_.back(), "basis", concat("must be [offsets.back(), ", in_, "]"));
+      if constexpr (Archive::loading()) {
+        residual_.clear();
+        for (std::size_t j = 0; j + 1 < offsets_.size(); ++j) {
+          residual_task r;
+          const index_t k = offsets_[j + 1] - offsets_[j];
+          if (k > 0) {
+            assign_from_host(r.u, *backend_, basis_.middleRows(offsets_[j], k));  // as add_residual_task made it
+            r.b_gradient = tensor<B>(*backend_, shape{out_, k});
+          }
+          residual_.push_back(std::move(r));
+        }
+      }
+      for (std::size_t j = 0; j < residual_.size(); ++j) {
+        auto& r = residual_[j];
+        const index_t k = offsets_[j + 1] - offsets_[j];
+        if (k > 0) ar.tensor_of_shape(concat("residual.", j, ".b"), r.b, *backend_, shape{out_, k});
+      }
+    }
+
     /// The task is over: choice A folds B_o^t A_o^t into the frozen history; the task's B_r^t freezes.
     void finish_task() {
       if (config_.orthogonal == dual_orthogonal::per_task_fixed_a) {
@@ -324,16 +362,17 @@ struct dual_lora {
       history_.merge_into(weight, sign);
     }
 
-    /// "lora_a" (trains in choice B only), "lora_b", the frozen history, then "residual_u.j" (frozen) and
-    /// "residual_b.j" (trains only while task j does).
+    /// "lora_a" (trains in choice B only), "lora_b", the frozen history, then "lora_residual_u.j" (frozen) and
+    /// "lora_residual_b.j" (trains only while task j does); every adapter name starts with "lora_" (the backbone is
+    /// what has none).
     void collect_parameters(parameter_list<B>& out, std::string_view prefix) {
       out.push_back({join_name(prefix, "lora_a"), &a_, &a_gradient_, config_.orthogonal == dual_orthogonal::shared_projected});
       out.push_back({join_name(prefix, "lora_b"), &b_, &b_gradient_, true});
       history_.collect_parameters(out, prefix);
       for (std::size_t j = 0; j < residual_.size(); ++j) {
         if (residual_[j].u.empty()) continue;
-        out.push_back({join_name(prefix, concat("residual_u.", j)), &residual_[j].u, &no_gradient_, false});
-        out.push_back({join_name(prefix, concat("residual_b.", j)), &residual_[j].b, &residual_[j].b_gradient,
+        out.push_back({join_name(prefix, concat("lora_residual_u.", j)), &residual_[j].u, &no_gradient_, false});
+        out.push_back({join_name(prefix, concat("lora_residual_b.", j)), &residual_[j].b, &residual_[j].b_gradient,
                        index_t(j) == training_});
       }
     }

@@ -92,6 +92,31 @@ class frozen_history {
   /// The kept branches in task order (empty when merged(): the factors were folded into one delta).
   const std::vector<branch>& branches() const { return branches_; }
 
+  /// Checkpoints (io/checkpoint.hpp): the merged delta, or every kept branch.
+  template <class Archive>
+  void checkpoint(Archive ar) {
+    ar.expect("merged", merge_);
+    ar.count("tasks", tasks_);
+    if (merge_) {
+      ar.tensor("delta", delta_, *backend_);
+      ar.require(delta_.empty() ? tasks_ == 0 : (tasks_ > 0 && delta_.shape() == shape{out_, in_}), "delta",
+                 concat("must be [", out_, ", ", in_, "] after a task, empty before"));
+      return;
+    }
+    std::size_t n = branches_.size();
+    ar.count("branches", n);
+    ar.require(index_t(n) == tasks_, "branches", "must be one per finished task");
+    if constexpr (Archive::loading()) branches_.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      auto& branch = branches_[i];
+      ar.value(concat("branch.", i, ".scale"), branch.scale);
+      ar.tensor(concat("branch.", i, ".a"), branch.a, *backend_);
+      ar.tensor(concat("branch.", i, ".b"), branch.b, *backend_);
+      ar.require(branch.a.shape().rank() == 2 && branch.a.cols() == in_ && branch.b.shape() == shape{out_, branch.a.rows()},
+                 concat("branch.", i), concat("must be A [r, ", in_, "] and B [", out_, ", r]"));
+    }
+  }
+
   std::size_t bytes() const {
     std::size_t n = std::size_t(delta_.numel());
     for (const auto& branch : branches_) n += std::size_t(branch.a.numel() + branch.b.numel());
@@ -249,6 +274,16 @@ struct inflora {
     }
 
     std::size_t state_bytes() const { return history_.bytes(); }
+
+    /// Checkpoints (io/checkpoint.hpp): the current branch and the frozen history.
+    template <class Archive>
+    void checkpoint(Archive ar) {
+      ar.expect("rank", config_.rank), ar.expect("merge_finished", config_.merge_finished), ar.expect("seed", config_.seed);
+      ar.tensor_of_shape("lora_a", a_, *backend_, a_gradient_.shape());
+      ar.tensor_of_shape("lora_b", b_, *backend_, b_gradient_.shape());
+      ar.value("gradients_enabled", gradients_enabled_);
+      history_.checkpoint(ar.scope("history"));
+    }
 
    private:
     B* backend_;

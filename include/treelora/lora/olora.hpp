@@ -131,6 +131,21 @@ struct olora {
       return history_.bytes() + std::size_t(previous_a_.numel()) * sizeof(scalar_type);
     }
 
+    /// Checkpoints (io/checkpoint.hpp): the current task's LoRA, the earlier tasks' A's and the frozen history.
+    template <class Archive>
+    void checkpoint(Archive ar) {
+      ar.expect("rank", config_.rank), ar.expect("alpha", config_.alpha), ar.expect("merge_finished", config_.merge_finished);
+      ar.expect("seed", config_.seed);
+      ar.tensor_of_shape("lora_a", a_, *backend_, a_gradient_.shape());
+      ar.tensor_of_shape("lora_b", b_, *backend_, b_gradient_.shape());
+      ar.value("gradients_enabled", gradients_enabled_);
+      ar.tensor("previous_a", previous_a_, *backend_);
+      ar.require(previous_a_.empty() || (previous_a_.shape().rank() == 2 && previous_a_.cols() == in_ &&
+                                         previous_a_.rows() % config_.rank == 0),
+                 "previous_a", concat("must be [tasks x ", config_.rank, ", ", in_, "]"));
+      history_.checkpoint(ar.scope("history"));
+    }
+
    private:
     void initialise(index_t task) {
       const auto bound = static_cast<scalar_type>(1.0 / std::sqrt(static_cast<double>(in_)));  // Kaiming, a = sqrt 5

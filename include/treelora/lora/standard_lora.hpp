@@ -96,6 +96,17 @@ struct standard_lora {
       out.push_back({join_name(prefix, "lora_b"), &b_, &b_gradient_, true});
     }
 
+    /// Checkpoints (io/checkpoint.hpp): the configuration is compared, A, B and the dropout position restored.
+    template <class Archive>
+    void checkpoint(Archive ar) {
+      ar.expect("rank", config_.rank), ar.expect("alpha", config_.alpha), ar.expect("rank_stabilized", config_.rank_stabilized);
+      ar.expect("dropout", config_.dropout), ar.expect("seed", config_.seed);
+      ar.tensor_of_shape("lora_a", a_, *backend_, a_gradient_.shape());
+      ar.tensor_of_shape("lora_b", b_, *backend_, b_gradient_.shape());
+      ar.value("dropout_position", dropout_counter_);
+      ar.value("gradients_enabled", gradients_enabled_);
+    }
+
    private:
     B* backend_;
     config config_;

@@ -58,6 +58,18 @@ class gpm_memory {
   /// dim span(M).
   index_t rank() const { return complement_ ? dim_ - index_t(stored_.cols()) : index_t(stored_.cols()); }
   bool stores_complement() const { return complement_; }
+
+  /// Checkpoints (io/checkpoint.hpp): the options are compared, the stored bases restored exactly.
+  template <class Archive>
+  void checkpoint(Archive ar) {
+    ar.expect("dim", dim_), ar.expect("dual", options_.dual), ar.expect("max_new_bases", options_.max_new_bases);
+    ar.expect("rule", options_.rule), ar.expect("tolerance", options_.tolerance);
+    ar.value("complement", complement_);
+    ar.host_matrix("stored", stored_);
+    ar.require(stored_.rows() == dim_ && stored_.cols() <= dim_, "stored", concat("must be [", dim_, ", k <= ", dim_, "]"));
+    ar.host_matrix("last_added", last_added_);
+    ar.require(last_added_.size() == 0 || last_added_.rows() == dim_, "last_added", concat("must have ", dim_, " rows"));
+  }
   /// What is stored: M, or C (the complement basis) after the DualGPM switch.
   const matrix& stored() const { return stored_; }
   /// The directions the last update added (U_r, [d, r]); a task's own basis (DualLoRA's U_t).

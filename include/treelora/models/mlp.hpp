@@ -82,6 +82,20 @@ class mlp_classifier {
     head_.collect_parameters(out, join_name(prefix, "head"));
   }
 
+  /// Checkpoints (io/checkpoint.hpp): the configuration is compared; every weight outside the adapters is saved
+  /// (the model is small) and every adapter's state.
+  template <class Archive>
+  void checkpoint(Archive ar) {
+    ar.expect("inputs", config_.inputs), ar.expect("hidden", config_.hidden), ar.expect("hidden_layers", config_.hidden_layers);
+    ar.expect("classes", head_.out_features()), ar.expect("lora_rank", config_.lora_rank), ar.expect("lora_alpha", config_.lora_alpha);
+    ar.expect("seed", config_.seed);
+    parameter_list<B> all;
+    collect_parameters(all, "");
+    for (auto& p : all)
+      if (p.name.find(".lora_") == std::string::npos) ar.tensor_of_shape(p.name, *p.value, *backend_, p.value->shape());
+    for (std::size_t i = 0; i < hidden_.size(); ++i) hidden_[i].adapter().checkpoint(ar.scope(concat("hidden.", i)));
+  }
+
   std::vector<adapter_view<B>> adapters() {
     std::vector<adapter_view<B>> out;
     for (std::size_t i = 0; i < hidden_.size(); ++i) {

@@ -34,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "treelora/core/hash.hpp"
 #include "treelora/data/batching.hpp"
 #include "treelora/data/dataset.hpp"
 #include "treelora/io/atomic_file.hpp"
@@ -49,13 +50,6 @@ inline constexpr std::uint32_t backbone_cache_format_version = 1;
 /// older caches are pre-trained again. 2: the CPU GEMM cuts C into tiles fixed by the shape, and results no longer
 /// follow the thread count (a cache written before held whichever thread count's backbone ran first).
 inline constexpr std::uint32_t backbone_numerics_revision = 2;
-
-/// FNV-1a, 64-bit (Fowler, Noll, Vo): h = (h xor byte) * 0x100000001b3, from 0xcbf29ce484222325.
-inline std::uint64_t fnv1a64(const void* data, std::size_t bytes, std::uint64_t hash = 0xcbf29ce484222325ULL) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < bytes; ++i) hash = (hash ^ p[i]) * 0x100000001b3ULL;
-  return hash;
-}
 
 struct pretrain_settings {
   index_t epochs = 3;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "treelora/backend/cpu_backend.hpp"
+#include "treelora/core/hash.hpp"
 #include "treelora/layers/cross_entropy.hpp"
 #include "treelora/models/transformer/transformer_block.hpp"
 #include "treelora/models/model.hpp"
@@ -257,6 +258,45 @@ class vit {
       for (auto& [name, module] : block.projections())
         if (module->has_adapter()) out.push_back(&module->adapter());
     return out;
+  }
+
+  /// FNV-1a-64 of the backbone's parameters (names, shapes and values): which pre-trained weights the model holds.
+  std::uint64_t backbone_fingerprint() {
+    std::uint64_t h = fnv1a64("treelora vit backbone parameters", 32);
+    for (auto& p : backbone_parameters()) {
+      h = fnv1a64(p.name.data(), p.name.size(), h);
+      const std::string dims = p.value->shape().to_string();
+      h = fnv1a64(dims.data(), dims.size(), h);
+      if constexpr (B::is_host_accessible) {
+        h = fnv1a64(p.value->data(), std::size_t(p.value->numel()) * sizeof(scalar_type), h);
+      } else {
+        const auto host = p.value->to_host();
+        h = fnv1a64(host.data(), host.size() * sizeof(scalar_type), h);
+      }
+    }
+    return h;
+  }
+
+  /// Checkpoints (io/checkpoint.hpp): the architecture is compared, and a frozen backbone by its fingerprint (a run
+  /// resumes only on the pre-trained weights it started from); what trains is saved: the head, every adapter's state
+  /// (per-task branches included), and the whole backbone when it trains.
+  template <class Archive>
+  void checkpoint(Archive ar) {
+    ar.expect("image_height", config_.image_height), ar.expect("image_width", config_.image_width);
+    ar.expect("channels", config_.channels), ar.expect("patch_size", config_.patch_size), ar.expect("width", config_.width);
+    ar.expect("depth", config_.depth), ar.expect("heads", config_.heads), ar.expect("mlp_ratio", config_.mlp_ratio);
+    ar.expect("lora_targets", config_.lora_targets), ar.expect("layer_norm_epsilon", config_.layer_norm_epsilon);
+    ar.expect("classes", head_.out_features()), ar.expect("backbone_trainable", backbone_trainable_);
+    if (!backbone_trainable_) ar.expect("backbone_fingerprint", backbone_fingerprint());
+    parameter_list<B> all;
+    collect_parameters(all, "");
+    for (auto& p : all) {
+      const bool head = p.name.starts_with("head."), adapter = p.name.find(".lora_") != std::string::npos;
+      if (head || (backbone_trainable_ && !adapter)) ar.tensor_of_shape(p.name, *p.value, *backend_, p.value->shape());
+    }
+    for (std::size_t i = 0; i < blocks_.size(); ++i)
+      for (auto& [name, module] : blocks_[i].projections())
+        if (module->has_adapter()) module->adapter().checkpoint(ar.scope(concat("blocks.", i, ".", name)));
   }
 
   /// The backbone's parameters (everything but the head and the adapters) copied to the host as float.

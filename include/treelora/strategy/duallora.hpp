@@ -306,6 +306,30 @@ class gaussian_task_statistics {
 
   /// What is kept, counted as float: the class means and one covariance per layer (the discriminant weights are
   /// derived from them at each task end).
+  /// Checkpoints (io/checkpoint.hpp): every layer's scatter, means and derived classifier, exactly.
+  template <class Archive>
+  void checkpoint(Archive ar) {
+    ar.expect("shrinkage", shrinkage_);
+    std::size_t n = layers_.size();
+    ar.count("layers", n);
+    if constexpr (Archive::loading()) layers_.assign(n, layer_statistics{});
+    ar.value("task_offsets", task_offsets_), ar.value("samples", samples_);
+    bool valid = !task_offsets_.empty() && task_offsets_.front() == 0;
+    for (std::size_t j = 1; j < task_offsets_.size(); ++j) valid = valid && task_offsets_[j] >= task_offsets_[j - 1];
+    ar.require(valid, "task_offsets", "must start at 0 and never decrease");
+    for (std::size_t l = 0; l < n; ++l) {
+      auto& layer = layers_[l];
+      const std::string at = concat("layer.", l, ".");
+      ar.host_matrix(at + "scatter", layer.scatter), ar.host_matrix(at + "means", layer.means);
+      ar.host_matrix(at + "weights", layer.weights), ar.host_matrix(at + "bias", layer.bias);
+      const auto d = layer.scatter.rows();
+      ar.require(d > 0 && layer.scatter.cols() == d && layer.means.rows() == d && layer.means.cols() == task_offsets_.back() &&
+                     layer.weights.rows() == (layer.weights.size() ? d : 0) && layer.weights.cols() == (layer.weights.size() ? layer.means.cols() : 0) &&
+                     layer.bias.size() == layer.weights.cols(),
+                 at + "scatter", "the layer's matrices do not fit together");
+    }
+  }
+
   std::size_t bytes() const {
     std::size_t n = 0;
     for (const auto& l : layers_) n += std::size_t(l.means.size() + l.scatter.size());
@@ -551,6 +575,40 @@ class dual_lora_strategy {
   }
 
   std::size_t state_bytes() const { return state_bytes_; }
+
+  /// Checkpoints between tasks (io/checkpoint.hpp): the memories, the task-score scales and basis sizes, the
+  /// distinct layers, the class statistics and the fitted temperature (the adapters' bases and branches are the
+  /// model's).
+  template <class Archive, Model M>
+  void checkpoint(Archive ar, M& model) {
+    ar.expect("name", name()), ar.expect("threshold_base", options_.threshold_base), ar.expect("a_scale", options_.a_scale);
+    ar.expect("task_temperature", options_.task_temperature), ar.expect("task_score", options_.task_score);
+    ar.expect("task_layers", options_.task_layers), ar.expect("fit_temperature", options_.fit_temperature);
+    ar.expect("statistics_shrinkage", options_.statistics_shrinkage), ar.expect("drift_compensation", options_.drift_compensation);
+    ar.expect("calibration", options_.calibration), ar.expect("beta", options_.beta);
+    ar.expect("confidence_threshold", options_.confidence_threshold);
+    ar.expect("collection_batch_size", options_.collection_batch_size);
+    std::size_t n = memories_.size();
+    ar.count("memories", n);
+    if constexpr (Archive::loading()) {
+      memories_.clear();
+      if (n > 0) {
+        const auto adapters = model.factorized_adapters();
+        ar.require(n == adapters.size(), "memories", concat("must be one per adapter (", adapters.size(), ")"));
+        for (auto* a : adapters) memories_.emplace_back(a->in_features(), options_.memory);
+      }
+    }
+    for (std::size_t i = 0; i < n; ++i) memories_[i].checkpoint(ar.scope(concat("memory.", i)));
+    ar.value("own_energy", own_energy_), ar.value("basis_sizes", basis_sizes_);
+    ar.require(own_energy_.size() == n && basis_sizes_.size() == n, "own_energy", "must be one list per memory");
+    ar.value("same_input", same_input_), ar.value("distinct_layers", distinct_layers_);
+    ar.value("statistics_layers", statistics_layers_);
+    for (const auto* list : {&same_input_, &distinct_layers_, &statistics_layers_})
+      for (index_t l : *list) ar.require(l >= 0 && std::size_t(l) < n, "statistics_layers", concat("layer ", l, " outside [0, ", n, ")"));
+    statistics_.checkpoint(ar.scope("statistics"));
+    ar.value("fitted_temperature", fitted_temperature_), ar.value("finished", finished_), ar.value("state_bytes", state_bytes_);
+    before_.clear(), projectors_.clear();
+  }
 
   /// The task scores S_j [samples, tasks] of the last forward pass of `model` for `score` from the adapters `layers`
   /// (model order): the energy scores for every task with a residual adapter (the finished ones and the one

@@ -122,6 +122,27 @@ class inflora_strategy {
 
   std::size_t state_bytes() const { return state_bytes_; }
 
+  /// Checkpoints between tasks (io/checkpoint.hpp): the DualGPM memories (the adapters' branches are the model's).
+  template <class Archive, Model M>
+  void checkpoint(Archive ar, M& model) {
+    ar.expect("name", name()), ar.expect("threshold_base", options_.threshold_base);
+    ar.expect("memory_after_training", options_.memory_after_training), ar.expect("a_scale", options_.a_scale);
+    ar.expect("collection_batch_size", options_.collection_batch_size);
+    std::size_t n = memories_.size();
+    ar.count("memories", n);
+    if constexpr (Archive::loading()) {
+      memories_.clear();
+      if (n > 0) {
+        const auto adapters = model.factorized_adapters();
+        ar.require(n == adapters.size(), "memories", concat("must be one per adapter (", adapters.size(), ")"));
+        for (auto* a : adapters) memories_.emplace_back(a->in_features(), options_.memory);
+      }
+    }
+    for (std::size_t i = 0; i < n; ++i) memories_[i].checkpoint(ar.scope(concat("memory.", i)));
+    ar.value("state_bytes", state_bytes_);
+    covariances_.clear();
+  }
+
  private:
   template <Model M>
   void collect(M& model, index_t task) {

@@ -78,6 +78,13 @@ class olora_strategy {
 
   std::size_t state_bytes() const { return state_bytes_; }
 
+  /// Checkpoints (io/checkpoint.hpp): the options are compared (the per-task adapters are the model's).
+  template <class Archive, class M>
+  void checkpoint(Archive ar, M&) {
+    ar.expect("name", name()), ar.expect("orthogonality", options_.orthogonality), ar.expect("l2", options_.l2);
+    ar.value("state_bytes", state_bytes_);
+  }
+
  private:
   olora_options options_;
   std::vector<olora::adapter<B>*> adapters_;

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <deque>
 #include <chrono>
+#include <filesystem>
 #include <numeric>
 #include <string>
 #include <type_traits>
@@ -22,6 +23,7 @@
 #include "treelora/backend/random.hpp"
 #include "treelora/data/batching.hpp"
 #include "treelora/data/dataset.hpp"
+#include "treelora/io/checkpoint.hpp"
 #include "treelora/layers/cross_entropy.hpp"
 #include "treelora/metrics/continual_metrics.hpp"
 #include "treelora/metrics/run_result.hpp"
@@ -53,6 +55,12 @@ struct runner_options {
   bool train_on_task_classes = true;     ///< mask the shared head to the current task's classes while training
   std::uint64_t seed = 0;                ///< batch order
   divergence_guard guard = {};           ///< off by default; the main job turns it on
+  /// After every task (its evaluation included) the run is saved here, atomically (io/checkpoint.hpp): the model's
+  /// trained state, the strategy's per-task state, the results so far. Empty: no checkpoints.
+  std::filesystem::path checkpoint = {};
+  /// Continue from `checkpoint` when that file exists (a run stopped after task k resumes with task k + 1 and ends
+  /// with the same results, bit for bit, as the run that did not stop); start from the beginning when it does not.
+  bool resume = false;
 
   /// Throws std::invalid_argument naming the first bad setting.
   void validate(std::string_view where = "runner_options") const {
@@ -67,6 +75,7 @@ struct runner_options {
     if (guard.enabled && (!(guard.factor > 1) || !std::isfinite(guard.factor) || guard.window <= 0))
       throw_invalid_argument(where, concat("divergence guard: factor ", guard.factor, " must be > 1 and finite, window ",
                                            guard.window, " >= 1"));
+    if (resume && checkpoint.empty()) throw_invalid_argument(where, "resume is set but no checkpoint path is given");
   }
 };
 
@@ -278,8 +287,96 @@ decltype(auto) with_run_position(const classification_task& task, const training
 }
 }  // namespace detail
 
+/// FNV-1a-64 of a stream's contents (names, classes, shapes, features and labels): a checkpoint resumes only on
+/// the data it was trained on.
+inline std::uint64_t stream_fingerprint(const task_stream& stream) {
+  std::uint64_t h = fnv1a64(stream.name.data(), stream.name.size());
+  const auto add = [&](const auto& values) { h = fnv1a64(values.data(), values.size() * sizeof(values[0]), h); };
+  for (const auto& task : stream.tasks) {
+    h = fnv1a64(task.name.data(), task.name.size(), h);
+    add(task.classes);
+    for (const auto* set : {&task.train, &task.test}) {
+      const std::string dims = set->example_shape.to_string();
+      h = fnv1a64(dims.data(), dims.size(), h);
+      add(set->features), add(set->labels);
+    }
+  }
+  return h;
+}
+
+/// A model and a strategy whose state a checkpoint can hold (each has checkpoint(archive[, model])).
+template <class M, class S>
+concept Checkpointable = requires(M& model, S& strategy, checkpoint_writer w, checkpoint_reader r) {
+  model.checkpoint(w);
+  model.checkpoint(r);
+  strategy.checkpoint(w, model);
+  strategy.checkpoint(r, model);
+};
+
+namespace detail {
+/// The run's part of a checkpoint: its configuration (compared on resume) and the results so far.
+template <class Archive>
+void checkpoint_run(Archive ar, const task_stream& stream, std::uint64_t fingerprint, const runner_options& options,
+                    run_result& result, index_t& tasks_done) {
+  const index_t tasks = static_cast<index_t>(stream.tasks.size());
+  ar.expect("stream", stream.name), ar.expect("tasks", tasks), ar.expect("total_classes", stream.total_classes);
+  ar.expect("stream_fingerprint", fingerprint);
+  ar.expect("epochs_per_task", options.epochs_per_task), ar.expect("epochs_schedule", options.epochs_schedule);
+  ar.expect("batch_size", options.batch_size), ar.expect("eval_batch_size", options.eval_batch_size);
+  ar.expect("clip_norm", options.clip_norm), ar.expect("train_on_task_classes", options.train_on_task_classes);
+  ar.expect("seed", options.seed), ar.expect("guard.enabled", options.guard.enabled);
+  ar.expect("guard.factor", options.guard.factor), ar.expect("guard.window", options.guard.window);
+  ar.expect("method", result.method);
+  ar.value("tasks_done", tasks_done);
+  ar.require(tasks_done >= 1 && tasks_done <= tasks, "tasks_done", concat("must be in [1, ", tasks, "]"));
+  for (auto [name, matrix] : {std::pair{"task_il", &result.task_il}, std::pair{"class_il", &result.class_il},
+                              std::pair{"task_identity", &result.task_identity}}) {
+    std::vector<double> values;
+    for (index_t i = 0; i < tasks; ++i)
+      for (index_t j = 0; j < tasks; ++j) values.push_back((*matrix)(i, j));
+    ar.value(name, values);
+    ar.require(values.size() == std::size_t(tasks * tasks), name, concat("must hold ", tasks, " x ", tasks, " values"));
+    for (index_t i = 0; i < tasks; ++i)
+      for (index_t j = 0; j < tasks; ++j) (*matrix)(i, j) = values[std::size_t(i * tasks + j)];
+  }
+  ar.value("before", result.before), ar.value("train_seconds", result.train_seconds);
+  ar.value("final_loss", result.final_loss), ar.value("peak_bytes", result.peak_bytes);
+  ar.value("state_bytes", result.state_bytes);
+  ar.require(result.before.size() == std::size_t(tasks), "before", concat("must hold ", tasks, " values"));
+  for (std::size_t size : {result.train_seconds.size(), result.final_loss.size(), result.peak_bytes.size(), result.state_bytes.size()})
+    ar.require(size == std::size_t(tasks_done), "train_seconds", "the per-task lists must hold one value per task done");
+  ar.value("trainable_parameters", result.trainable_parameters), ar.value("steps", result.steps);
+  ar.value("seconds", result.seconds), ar.value("threads", result.threads);
+}
+
+/// Writes the checkpoint of a run after `tasks_done` tasks (atomically).
+template <class M, class S>
+void save_checkpoint(M& model, S& strategy, const task_stream& stream, std::uint64_t fingerprint, const runner_options& options,
+                     run_result& result, index_t tasks_done) {
+  checkpoint_writer ar;
+  checkpoint_run(ar.scope("run"), stream, fingerprint, options, result, tasks_done);
+  model.checkpoint(ar.scope("model"));
+  strategy.checkpoint(ar.scope("strategy"), model);
+  ar.write(options.checkpoint);
+}
+
+/// Restores a run from its checkpoint; returns the number of tasks it had done.
+template <class M, class S>
+index_t load_checkpoint(M& model, S& strategy, const task_stream& stream, std::uint64_t fingerprint,
+                        const runner_options& options, run_result& result) {
+  checkpoint_reader ar(options.checkpoint);
+  index_t tasks_done = 0;
+  checkpoint_run(ar.scope("run"), stream, fingerprint, options, result, tasks_done);
+  model.checkpoint(ar.scope("model"));
+  strategy.checkpoint(ar.scope("strategy"), model);
+  ar.finish();
+  return tasks_done;
+}
+}  // namespace detail
+
 /// Trains `model` on every task of `stream` in order with `strategy`; `make_optimizer(parameter_list)` builds
-/// a fresh optimiser per task. Callbacks are optional observers (strategy/callbacks.hpp).
+/// a fresh optimiser per task. Callbacks are optional observers (strategy/callbacks.hpp). With
+/// options.checkpoint the run is saved after every task, and with options.resume it continues from that file.
 template <Model M, class S, class OptimizerFactory, class... Callbacks>
   requires Strategy<S, M>
 run_result run_stream(M& model, const task_stream& stream, S& strategy, OptimizerFactory make_optimizer,
@@ -296,8 +393,25 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
   result.seed = options.seed;
   result.threads = runner_threads();
   result.class_incremental = !tasks_share_classes(stream);
-  for (const auto& task : stream.tasks)
-    result.before.push_back(evaluate(model, task.test, task.classes, {}, options.eval_batch_size).task_il);
+  index_t first_task = 0;
+  std::uint64_t fingerprint = 0;
+  if (!options.checkpoint.empty()) {
+    if constexpr (!Checkpointable<M, S>) {
+      throw_invalid_argument("run_stream", concat("checkpoints need checkpoint(archive) on the model and checkpoint(archive, "
+                                                  "model) on the strategy; ", strategy.name(), " on this model has not both"));
+    } else {
+      require_writable_folder(options.checkpoint.parent_path().empty() ? std::filesystem::path(".") : options.checkpoint.parent_path(),
+                              "checkpoint folder");
+      fingerprint = stream_fingerprint(stream);
+      if (options.resume && std::filesystem::exists(options.checkpoint)) {
+        first_task = detail::load_checkpoint(model, strategy, stream, fingerprint, options, result);
+        result.threads = runner_threads();
+      }
+    }
+  }
+  if (first_task == 0)
+    for (const auto& task : stream.tasks)
+      result.before.push_back(evaluate(model, task.test, task.classes, {}, options.eval_batch_size).task_il);
 
   // Training never reads d(input): a model that can skip it (vit) stops its backward at the lowest layer that needs
   // a gradient (sparse updates and upper-layer adapters then save the frozen layers' backward).
@@ -307,8 +421,11 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
   std::vector<index_t> labels, seen_classes;
   std::vector<typename B::scalar_type> staging;
   training_context context{.tasks = tasks};
+  context.global_step = result.steps;
+  for (index_t n = 0; n < first_task; ++n)
+    seen_classes.insert(seen_classes.end(), stream.tasks[std::size_t(n)].classes.begin(), stream.tasks[std::size_t(n)].classes.end());
   model.set_training(true);
-  for (index_t n = 0; n < tasks; ++n) {
+  for (index_t n = first_task; n < tasks; ++n) {
     const auto& task = stream.tasks[std::size_t(n)];
     context.task = n;
     context.epochs = options.epochs_schedule.empty() ? options.epochs_per_task : options.epochs_schedule[std::size_t(n)];
@@ -394,6 +511,8 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
     }
     result.peak_bytes.push_back(peak_resident_bytes());
     result.state_bytes.push_back(strategy.state_bytes());
+    if constexpr (Checkpointable<M, S>)
+      if (!options.checkpoint.empty()) detail::save_checkpoint(model, strategy, stream, fingerprint, options, result, n + 1);
   }
   return result;
 }

@@ -17,6 +17,8 @@ class seq_lora {
   template <class M> double after_backward(M&, const training_context&) { return 0.0; }
   template <class M> void end_task(M&, const training_context&) {}
   std::size_t state_bytes() const { return 0; }
+  /// Checkpoints (io/checkpoint.hpp): no state of its own (the model's adapters are the model's).
+  template <class Archive, class M> void checkpoint(Archive ar, M&) { ar.expect("name", name()); }
 };
 
 }  // namespace treelora

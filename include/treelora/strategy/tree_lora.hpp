@@ -180,6 +180,43 @@ class tree_lora {
     return (acc_.size() + entries + 1) * per_vector + snapshot_bytes;
   }
 
+  /// Checkpoints between tasks (io/checkpoint.hpp): the stored task vectors (acc, which are also the tree's inserts
+  /// in order), the paper mode's parameter anchors and the bandit generator's position. The tree is rebuilt from
+  /// the vectors exactly as end_task built it (reference: from the drift; paper: the same inserts in the same order).
+  template <class Archive, Model M>
+  void checkpoint(Archive ar, M& model) {
+    ar.expect("name", name());
+    ar.expect("mode", mode_), ar.expect("reference_strength", config_.reference_strength);
+    ar.expect("pull_strength", config_.pull_strength), ar.expect("include_b", config_.include_b), ar.expect("pull", config_.pull);
+    ar.expect("tree.max_depth", config_.tree.max_depth), ar.expect("tree.layer_map", config_.tree.layer_map);
+    ar.expect("tree.leaf_size", config_.tree.leaf_size), ar.expect("tree.storage_budget", config_.tree.storage_budget);
+    ar.expect("seed", config_.seed), ar.expect("policy", std::string(Policy::name()));
+    B& backend = model.backend();
+    ar.value("modules", modules_), ar.value("dim", dim_);
+    ar.tensors("acc", acc_, backend);
+    ar.tensors("snapshots", snapshots_, backend);
+    std::uint64_t draws = bandit_ ? bandit_->generator().counter() : 0;
+    ar.value("bandit_draws", draws);
+    if constexpr (Archive::loading()) {
+      ar.require(modules_ >= 0 && dim_ >= 0 && (acc_.empty() || (modules_ > 0 && dim_ > 0)), "modules", "must be positive");
+      for (const auto& v : acc_) ar.require(v.shape() == shape{modules_, dim_}, "acc", concat("must be [", modules_, ", ", dim_, "]"));
+      if (mode_ == tree_lora_mode::paper) ar.require(snapshots_.size() <= acc_.size(), "snapshots", "at most one per task");
+      backend_ = &backend;
+      tree_.reset(), bandit_.reset();
+      if (!acc_.empty()) {
+        tree_.emplace(backend, modules_, dim_, config_.tree);
+        if (mode_ == tree_lora_mode::reference) tree_->build(drift_vectors<B>(acc_));
+        else
+          for (const auto& v : acc_) tree_->insert(v);
+        if (mode_ == tree_lora_mode::paper)
+          ar.require(snapshots_.size() == tree_->entries().size(), "snapshots", "must be one per tree entry");
+      }
+      bandit_.emplace(backend, policy_, config_.seed);
+      bandit_->generator().set_counter(draws);
+      have_scores_ = false;
+    }
+  }
+
   // ---------------------------------------------------------------- observation
   std::span<const index_t> last_selection() const { return selection_; }
   double last_regulariser() const { return last_regulariser_; }
