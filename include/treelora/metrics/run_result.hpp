@@ -17,6 +17,7 @@ struct run_result {
   accuracy_matrix task_il, class_il, task_identity;
   std::vector<double> before = {};            ///< task-IL accuracy of the untrained model on each task (for FWT)
   std::vector<double> train_seconds = {};     ///< per task, evaluation excluded
+  std::vector<double> checkpoint_seconds = {};  ///< per task: writing its checkpoint (empty without checkpoints)
   std::vector<double> final_loss = {};        ///< per task: mean training loss over its last epoch
   std::vector<std::size_t> peak_bytes = {};   ///< peak resident memory after each task
   std::vector<std::size_t> state_bytes = {};  ///< the strategy's per-task state after each task

@@ -340,11 +340,14 @@ void checkpoint_run(Archive ar, const task_stream& stream, std::uint64_t fingerp
       for (index_t j = 0; j < tasks; ++j) (*matrix)(i, j) = values[std::size_t(i * tasks + j)];
   }
   ar.value("before", result.before), ar.value("train_seconds", result.train_seconds);
+  ar.value("checkpoint_seconds", result.checkpoint_seconds);
   ar.value("final_loss", result.final_loss), ar.value("peak_bytes", result.peak_bytes);
   ar.value("state_bytes", result.state_bytes);
   ar.require(result.before.size() == std::size_t(tasks), "before", concat("must hold ", tasks, " values"));
-  for (std::size_t size : {result.train_seconds.size(), result.final_loss.size(), result.peak_bytes.size(), result.state_bytes.size()})
-    ar.require(size == std::size_t(tasks_done), "train_seconds", "the per-task lists must hold one value per task done");
+  for (std::size_t size : {result.train_seconds.size(), result.final_loss.size(), result.peak_bytes.size(),
+                           result.state_bytes.size(), result.checkpoint_seconds.size() + 1})
+    ar.require(size == std::size_t(tasks_done), "train_seconds",
+               "the per-task lists must hold one value per task done (checkpoint_seconds: all but the last)");
   ar.value("trainable_parameters", result.trainable_parameters), ar.value("steps", result.steps);
   ar.value("seconds", result.seconds), ar.value("threads", result.threads);
 }
@@ -406,6 +409,7 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
       if (options.resume && std::filesystem::exists(options.checkpoint)) {
         first_task = detail::load_checkpoint(model, strategy, stream, fingerprint, options, result);
         result.threads = runner_threads();
+        result.checkpoint_seconds.push_back(std::nan(""));  // the stopped run wrote it; its time was not recorded
       }
     }
   }
@@ -512,7 +516,11 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
     result.peak_bytes.push_back(peak_resident_bytes());
     result.state_bytes.push_back(strategy.state_bytes());
     if constexpr (Checkpointable<M, S>)
-      if (!options.checkpoint.empty()) detail::save_checkpoint(model, strategy, stream, fingerprint, options, result, n + 1);
+      if (!options.checkpoint.empty()) {
+        const auto begin = std::chrono::steady_clock::now();
+        detail::save_checkpoint(model, strategy, stream, fingerprint, options, result, n + 1);
+        result.checkpoint_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count());
+      }
   }
   return result;
 }
