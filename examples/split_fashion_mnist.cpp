@@ -63,6 +63,7 @@ struct options {
   double divergence_factor = 4;  // stop a run whose loss exceeds this many times chance (0: off)
   bool resume = false;           // continue every run from its checkpoint
   index_t stop_after_task = 0;   // stop every run after this many tasks, as a crash would (0: never)
+  index_t checkpoint_every = 0;  // also checkpoint every this many steps inside a task (0: between tasks only)
   std::string preset = "default";
 };
 
@@ -99,6 +100,7 @@ const char* usage =
     "                            max(ln classes, 1); 0 turns the guard off (default 4)\n"
     "  --resume                  continue every run from its checkpoint in OUT/checkpoints (written after every task;\n"
     "                            give the same options again); runs without a checkpoint start from the beginning\n"
+    "  --checkpoint-every N      also checkpoint every N steps inside a task (default 0: after every task only)\n"
     "  --stop-after-task N       stop every run after N tasks (its checkpoint written), as a crash would; exits with\n"
     "                            status 3 and --resume continues them (for checking resumption)\n"
     "Every option is checked before any training; results are written after every finished run.\n";
@@ -181,6 +183,7 @@ options parse(int argc, char** argv) {
     else if (key == "--dual-shrinkage") o.dual_shrinkage = real(0, 1e6);
     else if (key == "--dual-drift") o.dual_drift = cli::parse_choice(key, value, {"local", "mean", "none"});
     else if (key == "--stop-after-task") o.stop_after_task = count(1, big);
+    else if (key == "--checkpoint-every") o.checkpoint_every = count(0, big);
     else if (key == "--divergence-factor") {
       o.divergence_factor = real(0, 1e9);
       if (o.divergence_factor != 0 && o.divergence_factor <= 1)
@@ -276,7 +279,7 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
   const runner_options run{.epochs_per_task = o.epochs, .batch_size = o.batch, .seed = seed,
                            .guard = {.enabled = o.divergence_factor > 0, .factor = o.divergence_factor},
                            .checkpoint = std::filesystem::path(o.out) / "checkpoints" / concat(method, "-seed", seed, ".safetensors"),
-                           .resume = o.resume};
+                           .resume = o.resume, .checkpoint_every_steps = o.checkpoint_every};
   progress_bar progress_line(concat("[", method, " seed ", seed, "]"));
   const stop_before stop{o.stop_after_task};
   struct both {  // the progress line and the stop, as one callback

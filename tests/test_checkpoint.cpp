@@ -76,9 +76,17 @@ auto adam_1e2() {
   return [](parameter_list<F> p) { return adam<F>(std::move(p), {.learning_rate = 1e-2}); };
 }
 
+/// Throws at global step `step` (0-based): the run "crashes" one step after a mid-task checkpoint (every step).
+struct stop_at_step {
+  index_t step;
+  void on_step(const training_context& c, double) const {
+    if (c.global_step == step) throw std::runtime_error("stopped on purpose");
+  }
+};
+
 /// Runs the stream without stopping, then for every k in [1, tasks): a fresh run stopped before task k, a fresh
 /// model and strategy resumed from its checkpoint; the resumed run's results and final weights must equal the
-/// uninterrupted run's bit for bit.
+/// uninterrupted run's bit for bit. With options.checkpoint_every_steps = 1, the runs stop at every step instead.
 template <class MakeModel, class MakeStrategy>
 void check_resume(const std::string& name, const task_stream& stream, MakeModel make_model, MakeStrategy make_strategy,
                   runner_options options = {.epochs_per_task = 2, .batch_size = 16, .seed = 3}) {
@@ -91,15 +99,20 @@ void check_resume(const std::string& name, const task_stream& stream, MakeModel 
   const run_result full = run_stream(*model, stream, *strategy, adam_1e2(), options);
   const auto full_state = model_state(*model);
   const index_t tasks = index_t(stream.tasks.size());
-  for (index_t k = 1; k < tasks; ++k) {
-    INFO("stopped before task ", k);
+  const bool by_step = options.checkpoint_every_steps > 0;
+  for (index_t k = 1; k < (by_step ? full.steps : tasks); ++k) {
+    INFO(std::string(by_step ? "stopped at step " : "stopped before task "), k);
     std::filesystem::remove(path);
     {
       F b;
       auto m = make_model(b);
       auto s = make_strategy();
-      const stop_before_task stop{k};
-      CHECK_THROWS_WITH(run_stream(*m, stream, *s, adam_1e2(), options, stop), doctest::Contains("stopped on purpose"));
+      stop_at_step at{k};
+      stop_before_task before{k};
+      if (by_step)
+        CHECK_THROWS_WITH(run_stream(*m, stream, *s, adam_1e2(), options, at), doctest::Contains("stopped on purpose"));
+      else
+        CHECK_THROWS_WITH(run_stream(*m, stream, *s, adam_1e2(), options, before), doctest::Contains("stopped on purpose"));
     }
     REQUIRE(std::filesystem::exists(path));
     F b;
@@ -444,4 +457,79 @@ TEST_CASE("resume refuses a checkpoint of another configuration, strategy, model
     CHECK(std::filesystem::exists(path));
   }
   std::filesystem::remove_all(path.parent_path());
+}
+
+TEST_CASE("resume mid-task: every strategy stopped at every step continues bit for bit from its step checkpoint") {
+  const auto stream = treelora::testing::prototype_image_stream(3, 16, 8);  // 2 steps per epoch, 2 epochs, 3 tasks
+  const runner_options every_step{.epochs_per_task = 2, .batch_size = 16, .seed = 3, .checkpoint_every_steps = 1};
+  const auto standard = [&](F& b) { return std::make_unique<vit<F>>(b, dropout_vit(stream.total_classes)); };
+  check_resume("mid-seqlora", stream, standard, [] { return std::make_unique<seq_lora>(); }, every_step);
+  check_resume("mid-treelora-reference", stream, standard, [] { return std::make_unique<tree_lora_reference<F>>(); }, every_step);
+  check_resume("mid-treelora-paper", stream, standard, [] { return std::make_unique<tree_lora_paper<F>>(); }, every_step);
+  check_resume("mid-treelora-exhaustive", stream, standard, [] {
+    return std::make_unique<tree_lora<F, task_tree<F>, exhaustive, dense_rule>>(tree_lora_config{.mode = tree_lora_mode::paper});
+  }, every_step);
+  check_resume("mid-inflora", stream,
+               [&](F& b) {
+                 return std::make_unique<vit<F, inflora>>(b, treelora::testing::tiny_vit(stream.total_classes, {"k", "v"}),
+                                                          inflora::config{.rank = 4});
+               },
+               [&] { return std::make_unique<inflora_strategy>(stream, inflora_options{.memory_after_training = false}); },
+               every_step);
+  check_resume("mid-olora", stream,
+               [&](F& b) {
+                 return std::make_unique<vit<F, olora>>(b, treelora::testing::tiny_vit(stream.total_classes, {"q", "v"}),
+                                                        olora::config{.rank = 4});
+               },
+               [] { return std::make_unique<olora_strategy<F>>(); }, every_step);
+  for (auto orthogonal : {dual_orthogonal::per_task_fixed_a, dual_orthogonal::shared_projected})
+    check_resume(concat("mid-duallora-", int(orthogonal)), stream,
+                 [&](F& b) {
+                   return std::make_unique<vit<F, dual_lora>>(b, treelora::testing::tiny_vit(stream.total_classes, {"q", "v"}),
+                                                              dual_lora::config{.rank = 4, .orthogonal = orthogonal});
+                 },
+                 [&] { return std::make_unique<dual_lora_strategy<F>>(stream); }, every_step);
+}
+
+TEST_CASE("resume mid-task: SGD with momentum, and an optimiser without checkpoints is refused") {
+  const auto stream = treelora::testing::prototype_image_stream(2, 16, 8);
+  const auto path = scratch("sgd.safetensors");
+  const runner_options every_step{.epochs_per_task = 2, .batch_size = 16, .seed = 3, .checkpoint = path,
+                                  .checkpoint_every_steps = 1};
+  const auto sgd_factory = [](parameter_list<F> p) { return sgd<F>(std::move(p), {.learning_rate = 1e-2, .momentum = 0.9}); };
+  F b0;
+  vit<F> straight(b0, dropout_vit(stream.total_classes));
+  seq_lora s0;
+  const auto full = run_stream(straight, stream, s0, sgd_factory, every_step);
+  for (index_t k = 1; k < full.steps; ++k) {
+    INFO("stopped at step ", k);
+    std::filesystem::remove(path);
+    {
+      F b;
+      vit<F> m(b, dropout_vit(stream.total_classes));
+      seq_lora s;
+      stop_at_step at{k};
+      CHECK_THROWS(run_stream(m, stream, s, sgd_factory, every_step, at));
+    }
+    F b;
+    vit<F> m(b, dropout_vit(stream.total_classes));
+    seq_lora s;
+    runner_options resume = every_step;
+    resume.resume = true;
+    const auto resumed = run_stream(m, stream, s, sgd_factory, resume);
+    CHECK(same_bits(full.task_il, resumed.task_il));
+    CHECK(model_state(m) == model_state(straight));
+  }
+  struct plain_optimizer {  // no checkpoint(archive)
+    sgd<F> inner;
+    void step() { inner.step(); }
+  };
+  F b;
+  vit<F> m(b, dropout_vit(stream.total_classes));
+  seq_lora s;
+  CHECK(contains(treelora::testing::error_of([&] {
+          run_stream(m, stream, s, [](parameter_list<F> p) { return plain_optimizer{sgd<F>(std::move(p))}; }, every_step);
+        }),
+        "need an optimiser with checkpoint(archive)"));
+  std::filesystem::remove(path);
 }

@@ -232,15 +232,13 @@ struct dual_lora {
       training_ = index_t(residual_.size()) - 1;
     }
 
-    /// Checkpoints (io/checkpoint.hpp), between tasks: the orthogonal adapter, its history, and every task's
-    /// residual adapter (the stacked bases U_j^T exactly as given, each task's B_r).
+    /// Checkpoints (io/checkpoint.hpp): the orthogonal adapter, its history, every task's residual adapter (the
+    /// stacked bases U_j^T exactly as given, each task's B_r) and which one trains.
     template <class Archive>
     void checkpoint(Archive ar) {
       ar.expect("rank", config_.rank), ar.expect("orthogonal", config_.orthogonal), ar.expect("gate", config_.gate);
       ar.expect("gate_temperature", config_.gate_temperature), ar.expect("gate_gradient", config_.gate_gradient);
       ar.expect("merge_finished", config_.merge_finished), ar.expect("seed", config_.seed);
-      if constexpr (!Archive::loading())
-        if (training_ >= 0) throw_invalid_argument("dual_lora::checkpoint", "a task is training: checkpoints are taken between tasks");
       ar.tensor_of_shape("lora_a", a_, *backend_, a_gradient_.shape());
       ar.tensor_of_shape("lora_b", b_, *backend_, b_gradient_.shape());
       ar.value("gradients_enabled", gradients_enabled_);
@@ -268,6 +266,8 @@ struct dual_lora {
         const index_t k = offsets_[j + 1] - offsets_[j];
         if (k > 0) ar.tensor_of_shape(concat("residual.", j, ".b"), r.b, *backend_, shape{out_, k});
       }
+      ar.value("training", training_);
+      ar.require(training_ >= -1 && training_ < index_t(residual_.size()), "training", "must be -1 or a residual task");
     }
 
     /// The task is over: choice A folds B_o^t A_o^t into the frozen history; the task's B_r^t freezes.

@@ -198,6 +198,16 @@ class gpm_projector {
 
   bool empty_memory() const { return !complement_ && basis_.empty(); }
 
+  /// Checkpoints (io/checkpoint.hpp): the basis exactly as assign() copied it.
+  template <class Archive>
+  void checkpoint(Archive ar, B& backend) {
+    backend_ = &backend;
+    ar.value("complement", complement_), ar.value("dim", dim_);
+    ar.tensor("basis", basis_, backend);
+    ar.require(dim_ > 0 && (basis_.empty() || (basis_.shape().rank() == 2 && basis_.cols() == dim_ && basis_.rows() <= dim_)),
+               "basis", "must be [k <= dim, dim]");
+  }
+
   /// gradient [out, d] <- gradient (I - M M^T), in place.
   void project_out(tensor_view<B> gradient) {
     if (gradient.cols() != dim_)

@@ -75,6 +75,22 @@ class adam {
     }
   }
   void zero_grad() { zero_gradients(params_); }
+
+  /// Checkpoints (io/checkpoint.hpp) mid-task: the step count and both moments of every trainable parameter, by name.
+  template <class Archive>
+  void checkpoint(Archive ar) {
+    ar.expect("learning_rate", options_.learning_rate), ar.expect("beta1", options_.beta1), ar.expect("beta2", options_.beta2);
+    ar.expect("epsilon", options_.epsilon), ar.expect("weight_decay", options_.weight_decay);
+    ar.expect("decoupled_weight_decay", options_.decoupled_weight_decay);
+    ar.value("steps", steps_);
+    ar.require(steps_ >= 0, "steps", "must be >= 0");
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      if (!params_[i].trainable) continue;
+      auto& backend = params_[i].value->backend();
+      ar.tensor_of_shape(params_[i].name + ".m", first_[i], backend, params_[i].value->shape());
+      ar.tensor_of_shape(params_[i].name + ".v", second_[i], backend, params_[i].value->shape());
+    }
+  }
   void set_learning_rate(double lr) { options_.learning_rate = lr; }
   std::int64_t steps() const { return steps_; }
   const parameter_list<B>& parameters() const { return params_; }

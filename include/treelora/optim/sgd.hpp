@@ -47,6 +47,19 @@ class sgd {
   void set_learning_rate(double lr) { options_.learning_rate = lr; }
   const parameter_list<B>& parameters() const { return params_; }
 
+  /// Checkpoints (io/checkpoint.hpp) mid-task: the step count and the momentum buffers, by parameter name.
+  template <class Archive>
+  void checkpoint(Archive ar) {
+    ar.expect("learning_rate", options_.learning_rate), ar.expect("momentum", options_.momentum);
+    ar.expect("dampening", options_.dampening), ar.expect("weight_decay", options_.weight_decay);
+    ar.expect("nesterov", options_.nesterov);
+    ar.value("steps", steps_);
+    ar.require(steps_ >= 0, "steps", "must be >= 0");
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      if (!momentum_[i].empty())
+        ar.tensor_of_shape(params_[i].name + ".momentum", momentum_[i], params_[i].value->backend(), params_[i].value->shape());
+  }
+
  private:
   parameter_list<B> params_;
   sgd_options options_;

@@ -607,7 +607,17 @@ class dual_lora_strategy {
       for (index_t l : *list) ar.require(l >= 0 && std::size_t(l) < n, "statistics_layers", concat("layer ", l, " outside [0, ", n, ")"));
     statistics_.checkpoint(ar.scope("statistics"));
     ar.value("fitted_temperature", fitted_temperature_), ar.value("finished", finished_), ar.value("state_bytes", state_bytes_);
-    before_.clear(), projectors_.clear();
+    // mid-task: choice B's projectors (the memories before this task's update) and the features kept for the drift
+    std::size_t projectors = projectors_.size(), before = before_.size();
+    ar.count("projectors", projectors), ar.count("before", before);
+    if constexpr (Archive::loading()) {
+      projectors_.assign(projectors, gpm_projector<B>());
+      before_.assign(before, Eigen::MatrixXd());
+      adapters_ = model.factorized_adapters();
+      ar.require(projectors == 0 || projectors == adapters_.size(), "projectors", "must be none or one per adapter");
+    }
+    for (std::size_t i = 0; i < projectors; ++i) projectors_[i].checkpoint(ar.scope(concat("projector.", i)), model.backend());
+    for (std::size_t i = 0; i < before; ++i) ar.host_matrix(concat("before.", i), before_[i]);
   }
 
   /// The task scores S_j [samples, tasks] of the last forward pass of `model` for `score` from the adapters `layers`

@@ -140,7 +140,10 @@ class inflora_strategy {
     }
     for (std::size_t i = 0; i < n; ++i) memories_[i].checkpoint(ar.scope(concat("memory.", i)));
     ar.value("state_bytes", state_bytes_);
-    covariances_.clear();
+    std::size_t kept = covariances_.size();  // mid-task: the covariances collected before training
+    ar.count("covariances", kept);
+    if constexpr (Archive::loading()) covariances_.assign(kept, Eigen::MatrixXd());
+    for (std::size_t i = 0; i < kept; ++i) ar.host_matrix(concat("covariance.", i), covariances_[i]);
   }
 
  private:

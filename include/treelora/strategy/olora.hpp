@@ -80,9 +80,10 @@ class olora_strategy {
 
   /// Checkpoints (io/checkpoint.hpp): the options are compared (the per-task adapters are the model's).
   template <class Archive, class M>
-  void checkpoint(Archive ar, M&) {
+  void checkpoint(Archive ar, M& model) {
     ar.expect("name", name()), ar.expect("orthogonality", options_.orthogonality), ar.expect("l2", options_.l2);
     ar.value("state_bytes", state_bytes_);
+    if constexpr (Archive::loading() && uses_factorization<M, olora>) adapters_ = model.factorized_adapters();
   }
 
  private:

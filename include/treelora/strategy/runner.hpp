@@ -16,6 +16,7 @@
 #include <chrono>
 #include <filesystem>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -61,6 +62,9 @@ struct runner_options {
   /// Continue from `checkpoint` when that file exists (a run stopped after task k resumes with task k + 1 and ends
   /// with the same results, bit for bit, as the run that did not stop); start from the beginning when it does not.
   bool resume = false;
+  /// Also save every this many steps inside a task (0: between tasks only). A run stopped mid-task then repeats no
+  /// step: the optimiser's moments, the position in the epoch and the strategy's running state are in the file.
+  index_t checkpoint_every_steps = 0;
 
   /// Throws std::invalid_argument naming the first bad setting.
   void validate(std::string_view where = "runner_options") const {
@@ -76,6 +80,9 @@ struct runner_options {
       throw_invalid_argument(where, concat("divergence guard: factor ", guard.factor, " must be > 1 and finite, window ",
                                            guard.window, " >= 1"));
     if (resume && checkpoint.empty()) throw_invalid_argument(where, "resume is set but no checkpoint path is given");
+    if (checkpoint_every_steps < 0 || (checkpoint_every_steps > 0 && checkpoint.empty()))
+      throw_invalid_argument(where, concat("checkpoint_every_steps ", checkpoint_every_steps,
+                                           " must be >= 0, and > 0 only with a checkpoint path"));
   }
 };
 
@@ -313,11 +320,29 @@ concept Checkpointable = requires(M& model, S& strategy, checkpoint_writer w, ch
   strategy.checkpoint(r, model);
 };
 
+/// An optimiser whose moments a mid-task checkpoint can hold (adam and sgd have checkpoint(archive)).
+template <class O>
+concept CheckpointableOptimizer = requires(O& optimizer, checkpoint_writer w, checkpoint_reader r) {
+  optimizer.checkpoint(w);
+  optimizer.checkpoint(r);
+};
+
 namespace detail {
-/// The run's part of a checkpoint: its configuration (compared on resume) and the results so far.
+/// Where a run stands inside a task (a mid-task checkpoint's position).
+struct run_position {
+  bool in_task = false;       ///< the checkpoint was taken during task `tasks_done`
+  index_t epoch = 0, step = 0;  ///< the next step to take
+  bool epoch_started = false;   ///< false: `epoch` starts afresh (begin_epoch is called on resume)
+  double epoch_loss_sum = 0;
+  index_t epoch_loss_count = 0;
+  std::vector<double> recent_losses = {};  ///< the divergence guard's window
+  double task_seconds = 0;                 ///< training time of the task so far
+};
+
+/// The run's part of a checkpoint: its configuration (compared on resume), the results so far and the position.
 template <class Archive>
 void checkpoint_run(Archive ar, const task_stream& stream, std::uint64_t fingerprint, const runner_options& options,
-                    run_result& result, index_t& tasks_done) {
+                    run_result& result, index_t& tasks_done, run_position& at) {
   const index_t tasks = static_cast<index_t>(stream.tasks.size());
   ar.expect("stream", stream.name), ar.expect("tasks", tasks), ar.expect("total_classes", stream.total_classes);
   ar.expect("stream_fingerprint", fingerprint);
@@ -327,8 +352,21 @@ void checkpoint_run(Archive ar, const task_stream& stream, std::uint64_t fingerp
   ar.expect("seed", options.seed), ar.expect("guard.enabled", options.guard.enabled);
   ar.expect("guard.factor", options.guard.factor), ar.expect("guard.window", options.guard.window);
   ar.expect("method", result.method);
-  ar.value("tasks_done", tasks_done);
-  ar.require(tasks_done >= 1 && tasks_done <= tasks, "tasks_done", concat("must be in [1, ", tasks, "]"));
+  ar.value("tasks_done", tasks_done), ar.value("in_task", at.in_task);
+  ar.require(at.in_task ? tasks_done >= 0 && tasks_done < tasks : tasks_done >= 1 && tasks_done <= tasks, "tasks_done",
+             concat("must be in [1, ", tasks, "] between tasks, [0, ", tasks, ") during one"));
+  if (at.in_task) {
+    ar.value("epoch", at.epoch), ar.value("step", at.step), ar.value("epoch_started", at.epoch_started);
+    ar.value("epoch_loss_sum", at.epoch_loss_sum), ar.value("epoch_loss_count", at.epoch_loss_count);
+    ar.value("recent_losses", at.recent_losses), ar.value("task_seconds", at.task_seconds);
+    const index_t epochs = options.epochs_schedule.empty() ? options.epochs_per_task
+                                                           : options.epochs_schedule[std::size_t(std::min(tasks_done, tasks - 1))];
+    const index_t steps = (stream.tasks[std::size_t(std::min(tasks_done, tasks - 1))].train.size() + options.batch_size - 1) /
+                          options.batch_size;
+    ar.require(at.epoch >= 0 && at.epoch < epochs && at.step >= 0 && at.step < steps && (at.epoch_started || at.step == 0) &&
+                   at.epoch_loss_count >= 0,
+               "step", concat("the position must lie inside the task (", epochs, " epochs of ", steps, " steps)"));
+  }
   for (auto [name, matrix] : {std::pair{"task_il", &result.task_il}, std::pair{"class_il", &result.class_il},
                               std::pair{"task_identity", &result.task_identity}}) {
     std::vector<double> values;
@@ -345,34 +383,44 @@ void checkpoint_run(Archive ar, const task_stream& stream, std::uint64_t fingerp
   ar.value("state_bytes", result.state_bytes);
   ar.require(result.before.size() == std::size_t(tasks), "before", concat("must hold ", tasks, " values"));
   for (std::size_t size : {result.train_seconds.size(), result.final_loss.size(), result.peak_bytes.size(),
-                           result.state_bytes.size(), result.checkpoint_seconds.size() + 1})
+                           result.state_bytes.size(), result.checkpoint_seconds.size() + (at.in_task ? 0 : 1)})
     ar.require(size == std::size_t(tasks_done), "train_seconds",
                "the per-task lists must hold one value per task done (checkpoint_seconds: all but the last)");
   ar.value("trainable_parameters", result.trainable_parameters), ar.value("steps", result.steps);
   ar.value("seconds", result.seconds), ar.value("threads", result.threads);
 }
 
-/// Writes the checkpoint of a run after `tasks_done` tasks (atomically).
-template <class M, class S>
+/// The same for a caller that has no use for the position (between tasks).
+template <class Archive>
+void checkpoint_run(Archive ar, const task_stream& stream, std::uint64_t fingerprint, const runner_options& options,
+                    run_result& result, index_t& tasks_done) {
+  run_position at;
+  checkpoint_run(ar, stream, fingerprint, options, result, tasks_done, at);
+}
+
+/// Writes the checkpoint of a run after `tasks_done` tasks, or during task `tasks_done` with its optimiser
+/// (atomically).
+template <class M, class S, class Optimizer = int>
 void save_checkpoint(M& model, S& strategy, const task_stream& stream, std::uint64_t fingerprint, const runner_options& options,
-                     run_result& result, index_t tasks_done) {
+                     run_result& result, index_t tasks_done, run_position at = {}, Optimizer* optimizer = nullptr) {
   checkpoint_writer ar;
-  checkpoint_run(ar.scope("run"), stream, fingerprint, options, result, tasks_done);
+  checkpoint_run(ar.scope("run"), stream, fingerprint, options, result, tasks_done, at);
   model.checkpoint(ar.scope("model"));
   strategy.checkpoint(ar.scope("strategy"), model);
+  if constexpr (CheckpointableOptimizer<Optimizer>)
+    if (optimizer) optimizer->checkpoint(ar.scope("optimizer"));
   ar.write(options.checkpoint);
 }
 
-/// Restores a run from its checkpoint; returns the number of tasks it had done.
+/// Restores a run from its checkpoint; returns the number of tasks it had done (a mid-task checkpoint: the task under
+/// way, and `at` says where; its optimiser is read later from `ar`, which the caller then finishes).
 template <class M, class S>
-index_t load_checkpoint(M& model, S& strategy, const task_stream& stream, std::uint64_t fingerprint,
-                        const runner_options& options, run_result& result) {
-  checkpoint_reader ar(options.checkpoint);
+index_t load_checkpoint(checkpoint_reader& ar, M& model, S& strategy, const task_stream& stream, std::uint64_t fingerprint,
+                        const runner_options& options, run_result& result, run_position& at) {
   index_t tasks_done = 0;
-  checkpoint_run(ar.scope("run"), stream, fingerprint, options, result, tasks_done);
+  checkpoint_run(ar.scope("run"), stream, fingerprint, options, result, tasks_done, at);
   model.checkpoint(ar.scope("model"));
   strategy.checkpoint(ar.scope("strategy"), model);
-  ar.finish();
   return tasks_done;
 }
 }  // namespace detail
@@ -398,6 +446,8 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
   result.class_incremental = !tasks_share_classes(stream);
   index_t first_task = 0;
   std::uint64_t fingerprint = 0;
+  std::optional<checkpoint_reader> resumed;  // a mid-task checkpoint, until the optimiser's state is read from it
+  detail::run_position position;
   if (!options.checkpoint.empty()) {
     if constexpr (!Checkpointable<M, S>) {
       throw_invalid_argument("run_stream", concat("checkpoints need checkpoint(archive) on the model and checkpoint(archive, "
@@ -407,13 +457,18 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
                               "checkpoint folder");
       fingerprint = stream_fingerprint(stream);
       if (options.resume && std::filesystem::exists(options.checkpoint)) {
-        first_task = detail::load_checkpoint(model, strategy, stream, fingerprint, options, result);
+        resumed.emplace(options.checkpoint);
+        first_task = detail::load_checkpoint(*resumed, model, strategy, stream, fingerprint, options, result, position);
         result.threads = runner_threads();
-        result.checkpoint_seconds.push_back(std::nan(""));  // the stopped run wrote it; its time was not recorded
+        if (!position.in_task) {
+          resumed->finish();
+          resumed.reset();
+          result.checkpoint_seconds.push_back(std::nan(""));  // the stopped run wrote it; its time was not recorded
+        }
       }
     }
   }
-  if (first_task == 0)
+  if (result.before.empty())  // (a resumed run has them from its checkpoint)
     for (const auto& task : stream.tasks)
       result.before.push_back(evaluate(model, task.test, task.classes, {}, options.eval_batch_size).task_il);
 
@@ -436,24 +491,37 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
     context.steps_per_epoch = (task.train.size() + options.batch_size - 1) / options.batch_size;
     const std::span<const index_t> train_classes =
         options.train_on_task_classes ? std::span<const index_t>(task.classes) : std::span<const index_t>();
-    strategy.begin_task(model, context);
+    const bool continuing = position.in_task && n == first_task;  // resumed from a checkpoint taken inside this task
+    if (!continuing) strategy.begin_task(model, context);
     auto params = parameters(model);
     result.trainable_parameters = trainable_parameter_count(params);
     auto optimizer = make_optimizer(params);
+    if constexpr (!CheckpointableOptimizer<decltype(optimizer)>)
+      if (options.checkpoint_every_steps > 0 || continuing)
+        throw_invalid_argument("run_stream", "checkpoints inside a task need an optimiser with checkpoint(archive) (adam, sgd)");
+    if (continuing) {
+      if constexpr (CheckpointableOptimizer<decltype(optimizer)>) optimizer.checkpoint(resumed->scope("optimizer"));
+      resumed->finish();
+      resumed.reset();
+    }
     (detail::notify_task_begin(callbacks, context), ...);
     const auto start = std::chrono::steady_clock::now();
+    double paused = continuing ? -position.task_seconds : 0;  // time not spent training (mid-task checkpoints), minus earlier time
     const double chance_loss = std::log(double(train_classes.empty() ? stream.total_classes : index_t(train_classes.size())));
     const double guard_limit = options.guard.factor * std::max(chance_loss, 1.0);
     std::deque<double> recent_losses;
     double recent_sum = 0, epoch_loss_sum = 0;
     index_t epoch_loss_count = 0;
-    for (index_t epoch = 0; epoch < context.epochs; ++epoch) {
-      epoch_loss_sum = 0, epoch_loss_count = 0;
+    if (continuing)
+      for (double loss : position.recent_losses) recent_losses.push_back(loss), recent_sum += loss;
+    for (index_t epoch = continuing ? position.epoch : 0; epoch < context.epochs; ++epoch) {
+      const bool mid_epoch = continuing && epoch == position.epoch && position.epoch_started;
+      epoch_loss_sum = mid_epoch ? position.epoch_loss_sum : 0, epoch_loss_count = mid_epoch ? position.epoch_loss_count : 0;
       context.epoch = epoch;
       context.step = 0;
-      strategy.begin_epoch(model, context);
+      if (!mid_epoch) strategy.begin_epoch(model, context);
       const auto order = epoch_permutation(task.train.size(), random::mix64(options.seed ^ random::mix64(std::uint64_t(n))), epoch);
-      for (index_t t = 0; t < context.steps_per_epoch; ++t) {
+      for (index_t t = mid_epoch ? position.step : 0; t < context.steps_per_epoch; ++t) {
         context.step = t;
         const index_t first = t * options.batch_size, count = std::min(options.batch_size, task.train.size() - first);
         detail::load_batch(task.train, std::span<const index_t>(order).subspan(std::size_t(first), std::size_t(count)), x,
@@ -484,11 +552,25 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
         bool stop = false;
         ((stop = stop || detail::asks_to_stop(callbacks, context)), ...);
         if (stop) break;
+        if constexpr (Checkpointable<M, S> && CheckpointableOptimizer<decltype(optimizer)>) {
+          const bool epoch_ends = t + 1 == context.steps_per_epoch, task_ends = epoch_ends && epoch + 1 == context.epochs;
+          if (options.checkpoint_every_steps > 0 && result.steps % options.checkpoint_every_steps == 0 && !task_ends) {
+            const auto begin = std::chrono::steady_clock::now();
+            detail::run_position at{.in_task = true, .epoch = epoch_ends ? epoch + 1 : epoch, .step = epoch_ends ? 0 : t + 1,
+                                    .epoch_started = !epoch_ends, .epoch_loss_sum = epoch_loss_sum,
+                                    .epoch_loss_count = epoch_loss_count,
+                                    .recent_losses = std::vector<double>(recent_losses.begin(), recent_losses.end()),
+                                    .task_seconds = std::chrono::duration<double>(begin - start).count() - paused};
+            detail::save_checkpoint(model, strategy, stream, fingerprint, options, result, n, at, &optimizer);
+            paused += std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+          }
+        }
       }
     }
+    position.in_task = false;
     result.final_loss.push_back(epoch_loss_count ? epoch_loss_sum / double(epoch_loss_count) : std::nan(""));
     strategy.end_task(model, context);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() - paused;
     result.train_seconds.push_back(seconds);
     result.seconds += seconds;
     (detail::notify_task_end(callbacks, context, seconds), ...);

@@ -99,6 +99,7 @@ class tree_lora {
     current_ = tensor<B>(backend, shape{modules_, dim_});
     stacked_ = tensor<B>(backend, shape{modules_, dim_});
     task_steps_ = 0;
+    in_task_ = true;
     (void)context;
   }
 
@@ -169,6 +170,8 @@ class tree_lora {
       snapshots_ = std::move(anchors);
     }
     have_scores_ = false;
+    in_task_ = false;
+    if (bandit_) bandit_->forget_epoch();
   }
 
   std::size_t state_bytes() const {
@@ -195,11 +198,28 @@ class tree_lora {
     ar.value("modules", modules_), ar.value("dim", dim_);
     ar.tensors("acc", acc_, backend);
     ar.tensors("snapshots", snapshots_, backend);
-    std::uint64_t draws = bandit_ ? bandit_->generator().counter() : 0;
-    ar.value("bandit_draws", draws);
+    // mid-task: the running task vector, the steps so far, the last choice (the bandit's epoch is replayed below)
+    ar.value("in_task", in_task_), ar.value("task_steps", task_steps_), ar.value("selection", selection_);
+    ar.value("have_scores", have_scores_), ar.tensor("current", current_, backend);
+    if constexpr (!Archive::loading()) {
+      if (bandit_) bandit_->checkpoint(ar.scope("bandit"));
+      else {
+        tree_bandit<B, Policy>(backend, policy_, config_.seed).checkpoint(ar.scope("bandit"));
+      }
+    }
     if constexpr (Archive::loading()) {
       ar.require(modules_ >= 0 && dim_ >= 0 && (acc_.empty() || (modules_ > 0 && dim_ > 0)), "modules", "must be positive");
+      // After a task, [modules, dim] is the model's [L, D] (begin_task's stack) and a paper-mode anchor is every
+      // module's A and B values, [L, |A| + |B|]: the bandit and the pull read them row by row.
+      const auto adapters = model.adapters();
+      const index_t model_modules = index_t(adapters.size()), model_dim = adapters.empty() ? 0 : module_size(adapters[0]);
+      const index_t anchor = adapters.empty() ? 0 : adapters[0].a->numel() + adapters[0].b->numel();
+      ar.require((modules_ == 0 && dim_ == 0) || (modules_ == model_modules && dim_ == model_dim), "modules",
+                 concat("modules ", modules_, " and dim ", dim_, " must be 0 before the first task, then the model's ",
+                        model_modules, " adapters of ", model_dim, " entries"));
       for (const auto& v : acc_) ar.require(v.shape() == shape{modules_, dim_}, "acc", concat("must be [", modules_, ", ", dim_, "]"));
+      for (const auto& s : snapshots_)
+        ar.require(s.shape() == shape{modules_, anchor}, "snapshots", concat("must be [", modules_, ", ", anchor, "]"));
       if (mode_ == tree_lora_mode::paper) ar.require(snapshots_.size() <= acc_.size(), "snapshots", "at most one per task");
       backend_ = &backend;
       tree_.reset(), bandit_.reset();
@@ -211,9 +231,24 @@ class tree_lora {
         if (mode_ == tree_lora_mode::paper)
           ar.require(snapshots_.size() == tree_->entries().size(), "snapshots", "must be one per tree entry");
       }
+      ar.require(current_.empty() || current_.shape() == shape{modules_, dim_}, "current", "must be [modules, dim]");
       bandit_.emplace(backend, policy_, config_.seed);
-      bandit_->generator().set_counter(draws);
-      have_scores_ = false;
+      std::vector<const_tensor_view<B>> arms;  // what begin_epoch gave the bandit, when a task is under way
+      if (in_task_ && !acc_.empty()) {
+        if (mode_ == tree_lora_mode::reference)
+          for (const auto& a : acc_) arms.push_back(a.view());
+        else
+          for (const auto& e : tree_->entries()) arms.push_back(e.vector.view());
+      }
+      bandit_->checkpoint(ar.scope("bandit"), std::move(arms), tree_ ? std::span<const tree_node>(tree_->nodes())
+                                                                     : std::span<const tree_node>());
+      if (in_task_) {
+        adapters_ = model.adapters();
+        ar.require(index_t(adapters_.size()) == modules_ && !current_.empty(), "modules",
+                   "a checkpoint taken during a task must fit the model's adapters");
+        stacked_ = tensor<B>(backend, shape{modules_, dim_});
+        if (!tree_) tree_.emplace(backend, modules_, dim_, config_.tree);  // as begin_task made it
+      }
     }
   }
 
@@ -346,6 +381,7 @@ class tree_lora {
   sparse_update<B> update_;
   double last_regulariser_ = 0;
   bool have_scores_ = false;
+  bool in_task_ = false;
 };
 
 /// Reference mode as released: dot-product tree with the lower-median split, softmax-distance-UCB, dense updates.
