@@ -167,6 +167,27 @@ void vit_training_step(benchmark::State& state, vit_config config, index_t batch
   state.counters["images_per_s"] = double(batch) / median(times);
 }
 
+/// The time activation checkpointing costs: the same step with and without it, interleaved, medians and their ratio.
+void vit_checkpointing_time(benchmark::State& state, vit_config config, index_t batch) {
+  fixture<seq_lora> plain(config, batch, seq_lora(), 0), checkpointed(config, batch, seq_lora(), 0);
+  checkpointed.model.set_activation_checkpointing(true);
+  plain.step(0), checkpointed.step(0);
+  std::vector<double> a, b;
+  index_t t = 1;
+  for (auto _ : state) {
+    double start = now();
+    plain.step(t);
+    a.push_back(now() - start);
+    start = now();
+    checkpointed.step(t++);
+    b.push_back(now() - start);
+    state.SetIterationTime(a.back() + b.back());
+  }
+  state.counters["plain_ms"] = 1e3 * median(a);
+  state.counters["checkpointed_ms"] = 1e3 * median(b);
+  state.counters["ratio"] = median(b) / median(a);
+}
+
 /// Resident memory of this process from /proc/self/status ("VmRSS" now, "VmHWM" its peak), in bytes; 0 where
 /// the file is missing.
 double proc_status_bytes(const char* field) {
@@ -192,8 +213,9 @@ double activations_needed_bytes(const vit_config& c, index_t batch) {
 /// Memory of one training step: the tensor storage alive at its peak (host_memory), split into what was alive
 /// before the step (parameters, optimiser moments, the buffers earlier steps left) and what the step added, against
 /// what the mathematics needs; and the process's resident memory.
-void vit_step_memory(benchmark::State& state, vit_config config, index_t batch) {
+void vit_step_memory(benchmark::State& state, vit_config config, index_t batch, bool checkpointing = false) {
   fixture<seq_lora> f(config, batch, seq_lora(), 0);
+  f.model.set_activation_checkpointing(checkpointing);  // per block: keep inputs and outputs, recompute in backward
   f.step(0);  // buffers sized
   std::ofstream("/proc/self/clear_refs") << "5";  // restart VmHWM here (Linux), where allowed
   const double before = double(host_memory::current());
@@ -222,6 +244,19 @@ BENCHMARK_CAPTURE(vit_step_memory, vit_b_layers_depth2_batch4, [] {
   c.depth = 2;
   return c;
 }(), 4)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK_CAPTURE(vit_checkpointing_time, demo_batch64, demo_config(), 64)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(15);
+BENCHMARK_CAPTURE(vit_checkpointing_time, vit_b_layers_depth2_batch4, [] {
+  vit_config c = vit_b_config();
+  c.depth = 2;
+  return c;
+}(), 4)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(7);
+BENCHMARK_CAPTURE(vit_step_memory, demo_batch64_checkpointed, demo_config(), 64, true)
+    ->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK_CAPTURE(vit_step_memory, vit_b_layers_depth2_batch4_checkpointed, [] {
+  vit_config c = vit_b_config();
+  c.depth = 2;
+  return c;
+}(), 4, true)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 BENCHMARK(tree_lora_reference_vs_seq)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(3.0);
 BENCHMARK(tree_lora_paper_vs_seq)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(3.0);
 BENCHMARK(sparse_rule_vs_dense<top_k_rule>)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);

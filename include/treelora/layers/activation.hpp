@@ -13,6 +13,11 @@ class gelu {
   using scalar_type = typename B::scalar_type;
 
   explicit gelu(B& backend) : backend_(&backend) {}
+  /// Frees the forward output and the backward scratch (activation checkpointing).
+  void release_buffers() {
+    output_ = tensor<B>(), input_gradient_ = tensor<B>();
+    input_ = {};
+  }
 
   const_tensor_view<B> forward(const_tensor_view<B> x) {
     input_ = x;

@@ -31,6 +31,11 @@ class layer_norm {
   tensor<B>& beta_gradient() { return beta_gradient_; }
   bool trainable() const { return trainable_; }
   void set_trainable(bool trainable) { trainable_ = trainable; }
+  /// Frees the forward output, the row statistics and the backward scratch (activation checkpointing).
+  void release_buffers() {
+    output_ = tensor<B>(), mean_ = tensor<B>(), rstd_ = tensor<B>(), input_gradient_ = tensor<B>(), discarded_ = tensor<B>();
+    input_ = {};
+  }
 
   const_tensor_view<B> forward(const_tensor_view<B> x) {
     if (x.cols() != features_)

@@ -37,6 +37,11 @@ class linear {
   bool trainable() const { return trainable_; }
 
   /// A frozen layer computes no weight or bias gradient (only the input gradient).
+  /// Frees the forward output and the backward scratch (activation checkpointing: the next forward allocates them).
+  void release_buffers() {
+    output_ = tensor<B>(), input_gradient_ = tensor<B>();
+    input_ = {};
+  }
   void set_trainable(bool trainable) {
     trainable_ = trainable;
     if (trainable && weight_gradient_.empty()) {

@@ -79,6 +79,23 @@ class optional_lora_linear {
     if (!adapter_) throw_invalid_argument("optional_lora_linear::adapter", "this module has no LoRA adapter");
     return *adapter_;
   }
+  /// Frees the forward and backward buffers of the base layer and of the adapter when it can (activation
+  /// checkpointing; an adapter without release_buffers keeps its rank-sized scratch).
+  void release_buffers() {
+    base_.release_buffers();
+    if constexpr (requires(adapter_type& a) { a.release_buffers(); })
+      if (adapter_) adapter_->release_buffers();
+  }
+  /// Where the adapter's dropout stream is (0 without an adapter or without dropout), and setting it back.
+  std::uint64_t dropout_position() const {
+    if constexpr (requires(const adapter_type& a) { a.dropout_position(); })
+      if (adapter_) return adapter_->dropout_position();
+    return 0;
+  }
+  void set_dropout_position(std::uint64_t position) {
+    if constexpr (requires(adapter_type& a) { a.set_dropout_position(std::uint64_t{}); })
+      if (adapter_) adapter_->set_dropout_position(position);
+  }
   /// Whether the base weight and bias train (the adapter, when present, always does).
   void set_trainable(bool trainable) { base_.set_trainable(trainable); }
   void set_training(bool training) {

@@ -49,6 +49,11 @@ struct standard_lora {
     /// false: backward_add still passes the input gradient through but skips the dA and dB GEMMs (a sparse
     /// update rule that leaves this module out of a step saves that work).
     bool& gradients_enabled() { return gradients_enabled_; }
+    /// Frees the per-forward scratch, the dropout mask included (activation checkpointing).
+    void release_buffers() {
+      hidden_ = tensor<B>(), hidden_gradient_ = tensor<B>(), mask_ = tensor<B>(), dropped_ = tensor<B>();
+      input_ = {};
+    }
     /// Where the dropout stream is: setting it back replays the same masks (checkpoints, gradient checks).
     std::uint64_t dropout_position() const { return dropout_counter_; }
     void set_dropout_position(std::uint64_t position) { dropout_counter_ = position; }

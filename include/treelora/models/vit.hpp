@@ -150,6 +150,14 @@ class vit {
   void set_input_gradient_needed(bool needed) { input_gradient_needed_ = needed; }
   bool input_gradient_needed() const { return input_gradient_needed_; }
 
+  /// Activation checkpointing per block (transformer_block.hpp): in training, each block keeps only its input and
+  /// output and recomputes its forward during backward, trading one more forward of the blocks for their activations'
+  /// memory (docs/models.md). Off by default; the gradients are the same, bit for bit.
+  void set_activation_checkpointing(bool on) {
+    for (auto& block : blocks_) block.set_recompute(on);
+  }
+  bool activation_checkpointing() const { return !blocks_.empty() && blocks_.front().recompute(); }
+
   /// Training mode enables the adapters' dropout.
   void set_training(bool training) {
     for (auto& block : blocks_) block.set_training(training);

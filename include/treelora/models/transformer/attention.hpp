@@ -48,6 +48,14 @@ class multi_head_attention {
   void set_trainable(bool trainable) {
     for (projection* p : {&q_, &k_, &v_, &o_}) p->set_trainable(trainable);
   }
+  /// Frees every activation and backward buffer (activation checkpointing: the next forward allocates them again).
+  void release_buffers() {
+    for (projection* p : {&q_, &k_, &v_, &o_}) p->release_buffers();
+    for (tensor<B>* t : {&scores_, &probabilities_, &context_, &probability_gradient_, &score_gradient_, &q_gradient_,
+                         &k_gradient_, &v_gradient_, &input_gradient_})
+      *t = tensor<B>();
+    q_out_ = k_out_ = v_out_ = {};
+  }
   void set_training(bool training) {
     for (projection* p : {&q_, &k_, &v_, &o_}) p->set_training(training);
   }

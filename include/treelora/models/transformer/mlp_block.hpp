@@ -30,6 +30,12 @@ class mlp_block {
     fc1_.set_training(training);
     fc2_.set_training(training);
   }
+  /// Frees every activation and backward buffer (activation checkpointing).
+  void release_buffers() {
+    fc1_.release_buffers();
+    activation_.release_buffers();
+    fc2_.release_buffers();
+  }
 
   const_tensor_view<B> forward(const_tensor_view<B> x) { return fc2_.forward(activation_.forward(fc1_.forward(x))); }
   const_tensor_view<B> backward(const_tensor_view<B> dy) { return fc1_.backward(activation_.backward(fc2_.backward(dy))); }

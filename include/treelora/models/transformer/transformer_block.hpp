@@ -2,6 +2,9 @@
 //   h = x + attn(LN1(x)),   y = h + mlp(LN2(h))
 // Backward follows the two residual branches:
 //   dh = dy + LN2'(mlp'(dy)),   dx = dh + LN1'(attn'(dh)).
+// Activation checkpointing (set_recompute): in training, forward keeps only its input (a view of the block below's
+// output) and its output, and frees everything else; backward first recomputes the forward (the adapters' dropout
+// replayed from the positions it started at: the same masks, so the same gradients, bit for bit), then frees again.
 #pragma once
 
 #include <array>
@@ -67,11 +70,56 @@ class transformer_block {
     mlp_.set_trainable(trainable);
   }
   void set_training(bool training) {
+    training_ = training;
     attention_.set_training(training);
     mlp_.set_training(training);
   }
 
+  /// Activation checkpointing for this block (see the top of this file); off by default.
+  void set_recompute(bool recompute) {
+    recompute_ = recompute;
+    if (!recompute) recomputable_ = false;
+  }
+  bool recompute() const { return recompute_; }
+
   const_tensor_view<B> forward(const_tensor_view<B> x) {
+    if (!(recompute_ && training_)) {
+      recomputable_ = false;
+      return compute(x);
+    }
+    input_ = x;
+    std::size_t i = 0;
+    for (auto& [name, p] : projections()) dropout_start_[i++] = p->dropout_position();
+    compute(x);
+    release_internals();
+    recomputable_ = true;
+    return output_;
+  }
+
+  const_tensor_view<B> backward(const_tensor_view<B> dy) {
+    if (recomputable_) {  // the forward again, from the same input and the same dropout positions
+      std::array<std::uint64_t, 6> end{};
+      std::size_t i = 0;
+      for (auto& [name, p] : projections()) end[i] = p->dropout_position(), p->set_dropout_position(dropout_start_[i]), ++i;
+      compute(input_);
+      i = 0;
+      for (auto& [name, p] : projections()) p->set_dropout_position(end[i++]);
+    }
+    const_tensor_view<B> dx = backward_pass(dy);
+    if (recomputable_) release_internals();
+    return dx;
+  }
+
+ private:
+  void release_internals() {
+    norm1_.release_buffers();
+    attention_.release_buffers();
+    norm2_.release_buffers();
+    mlp_.release_buffers();
+    residual_ = tensor<B>(), residual_gradient_ = tensor<B>();
+  }
+
+  const_tensor_view<B> compute(const_tensor_view<B> x) {
     residual_.resize(*backend_, x.shape());
     copy<B>(x, residual_);
     axpy<B>(scalar_type(1), attention_.forward(norm1_.forward(x)), residual_);  // h = x + attn(LN1(x))
@@ -81,7 +129,7 @@ class transformer_block {
     return output_;
   }
 
-  const_tensor_view<B> backward(const_tensor_view<B> dy) {
+  const_tensor_view<B> backward_pass(const_tensor_view<B> dy) {
     if (output_.empty()) throw_invalid_argument("transformer_block::backward", "called before forward");
     if (!(dy.shape() == output_.shape()))
       throw_invalid_argument("transformer_block::backward", concat("output gradient ", dy.shape().to_string(),
@@ -95,6 +143,7 @@ class transformer_block {
     return input_gradient_;
   }
 
+ public:
   /// "norm1.weight", "norm1.bias", "attn.q.weight", ..., "norm2.*", "mlp.fc1.*", "mlp.fc2.*".
   void collect_parameters(parameter_list<B>& out, std::string_view prefix) {
     norm1_.collect_parameters(out, join_name(prefix, "norm1"));
@@ -110,6 +159,9 @@ class transformer_block {
   layer_norm<B> norm2_;
   mlp_block<B, F> mlp_;
   tensor<B> residual_, output_, residual_gradient_, input_gradient_;
+  bool training_ = true, recompute_ = false, recomputable_ = false;
+  const_tensor_view<B> input_;                 // the input of the last training forward (recompute mode)
+  std::array<std::uint64_t, 6> dropout_start_{};  // each projection's dropout position before that forward
 };
 
 }  // namespace treelora
