@@ -229,6 +229,18 @@ TEST_CASE_TEMPLATE("elementwise maps match the scalar formulas", B, TREELORA_TES
       {unary_function::relu, [](double v) { return v > 0 ? v : 0.0; }},
       {unary_function::relu_derivative, [](double v) { return v > 0 ? 1.0 : 0.0; }},
       {unary_function::sign, [](double v) { return v > 0 ? 1.0 : (v < 0 ? -1.0 : 0.0); }},
+      // GPT-2's gelu_new and Llama's SiLU; the derivatives written in another algebraic form (sech^2 = 1 / cosh^2,
+      // the quotient rule) than the backends use (1 - tanh^2, s (1 + x (1 - s))).
+      {unary_function::gelu_tanh,
+       [](double v) { return 0.5 * v * (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (v + 0.044715 * v * v * v))); }},
+      {unary_function::gelu_tanh_derivative,
+       [](double v) {
+         const double c = std::sqrt(2 / std::numbers::pi), u = c * (v + 0.044715 * v * v * v);
+         return 0.5 * (1 + std::tanh(u)) + 0.5 * v * c * (1 + 3 * 0.044715 * v * v) / (std::cosh(u) * std::cosh(u));
+       }},
+      {unary_function::silu, [](double v) { return v / (1 + std::exp(-v)); }},
+      {unary_function::silu_derivative,
+       [](double v) { return (1 + std::exp(-v) + v * std::exp(-v)) / ((1 + std::exp(-v)) * (1 + std::exp(-v))); }},
   };
   for (const auto& [f, reference] : cases) {
     apply<B>(f, x, y);
@@ -236,6 +248,29 @@ TEST_CASE_TEMPLATE("elementwise maps match the scalar formulas", B, TREELORA_TES
     for (double v : xh) e.push_back(reference(v));
     CHECK(relative_error(y.to_host(), e) < 10 * tolerance_v<B>);
   }
+}
+
+TEST_CASE_TEMPLATE("the language models' activations stay finite at extreme inputs", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  using S = typename B::scalar_type;
+  const std::vector<S> extremes = {S(-1e4), S(-100), S(-30), S(0), S(30), S(100), S(1e4)};
+  auto x = tensor<B>::from_host(backend, shape{index_t(extremes.size())}, extremes);
+  tensor<B> y(backend, x.shape());
+  for (auto f : {unary_function::gelu_tanh, unary_function::gelu_tanh_derivative, unary_function::silu,
+                 unary_function::silu_derivative}) {
+    apply<B>(f, x, y);
+    const auto v = y.to_host();
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      INFO("function ", int(f), " at ", extremes[i]);
+      CHECK(std::isfinite(double(v[i])));
+    }
+  }
+  apply<B>(unary_function::silu, x, y);
+  CHECK(double(y.to_host().front()) == 0.0);   // x sigmoid(x) -> 0 from below
+  CHECK(double(y.to_host().back()) == 1e4);    // -> x
+  apply<B>(unary_function::gelu_tanh, x, y);
+  CHECK(double(y.to_host().front()) == 0.0);
+  CHECK(double(y.to_host().back()) == 1e4);
 }
 
 TEST_CASE_TEMPLATE("row vector add and column sums", B, TREELORA_TEST_BACKENDS) {

@@ -1,7 +1,10 @@
 // Transformer layers: LayerNorm, GELU, multi-head attention (against a naive host attention), the MLP and the
 // pre-LN block, each backward pass checked against central finite differences in double, LoRA targets included.
+#include <numbers>
+
 #include "test_support.hpp"
 
+#include "treelora/models/transformer/swiglu_mlp.hpp"
 #include "treelora/models/transformer/transformer_block.hpp"
 
 using namespace treelora;
@@ -107,6 +110,62 @@ TEST_CASE("gelu layer: exact GELU forward and finite-difference backward") {
   for (std::size_t i = 0; i < xh.size(); ++i)
     CHECK(y[i] == doctest::Approx(0.5 * xh[i] * (1 + std::erf(xh[i] / std::sqrt(2.0)))).epsilon(1e-14));
   CHECK(worst_gradient_error(activation, x) < 1e-6);
+}
+
+TEST_CASE("gelu_tanh and silu layers: forward formulas and finite-difference backward") {
+  D backend;
+  auto x = random_tensor(backend, shape{4, 5}, 1, 3.0);
+  const auto xh = x.to_host();
+  gelu_tanh<D> gelu_new(backend);
+  silu<D> swish(backend);
+  const auto y = gelu_new.forward(x).to_host();
+  const auto z = swish.forward(x).to_host();
+  for (std::size_t i = 0; i < xh.size(); ++i) {
+    const double v = xh[i];
+    CHECK(y[i] == doctest::Approx(0.5 * v * (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (v + 0.044715 * v * v * v))))
+                      .epsilon(1e-14));
+    CHECK(z[i] == doctest::Approx(v / (1 + std::exp(-v))).epsilon(1e-14));
+  }
+  CHECK(worst_gradient_error(gelu_new, x) < 1e-6);
+  CHECK(worst_gradient_error(swish, x) < 1e-6);
+}
+
+TEST_CASE("SwiGLU MLP (Llama): forward against a host loop, finite-difference backward with LoRA on every projection") {
+  D backend;
+  const index_t width = 6, hidden = 10;
+  swiglu_mlp<D> plain(backend, width, hidden, 3);
+  auto x = random_tensor(backend, shape{2, 3, width}, 1);
+  // forward: an explicit loop over W_gate, W_up, W_down (no bias)
+  const auto y = plain.forward(x).to_host();
+  const auto xh = x.to_host(), wg = plain.gate_proj().weight().to_host(), wu = plain.up_proj().weight().to_host(),
+             wd = plain.down_proj().weight().to_host();
+  CHECK(plain.gate_proj().base().bias().empty());
+  for (index_t r = 0; r < 6; ++r) {
+    std::vector<double> h(static_cast<std::size_t>(hidden));
+    for (index_t j = 0; j < hidden; ++j) {
+      double g = 0, u = 0;
+      for (index_t i = 0; i < width; ++i) {
+        g += xh[std::size_t(r * width + i)] * wg[std::size_t(j * width + i)];
+        u += xh[std::size_t(r * width + i)] * wu[std::size_t(j * width + i)];
+      }
+      h[std::size_t(j)] = g / (1 + std::exp(-g)) * u;
+    }
+    for (index_t o = 0; o < width; ++o) {
+      double s = 0;
+      for (index_t j = 0; j < hidden; ++j) s += h[std::size_t(j)] * wd[std::size_t(o * hidden + j)];
+      CHECK(y[std::size_t(r * width + o)] == doctest::Approx(s).epsilon(1e-12));
+    }
+  }
+  CHECK(worst_gradient_error(plain, x) < 1e-6);
+  // LoRA on gate_proj, up_proj and down_proj (random B so that every A gets a gradient), biases on
+  swiglu_mlp<D> adapted(backend, width, hidden, 3,
+                        lora_targets{{"gate_proj", "up_proj", "down_proj"}, {.rank = 2, .alpha = 4, .seed = 5}}, true);
+  auto params = parameters(adapted);
+  randomise_adapters(params);
+  std::size_t adapters = 0;
+  for (const auto& p : params) adapters += p.name.ends_with("lora_a");
+  CHECK(adapters == 3);
+  CHECK(worst_gradient_error(adapted, x) < 1e-6);
 }
 
 TEST_CASE_TEMPLATE("attention forward matches a naive host implementation", B, TREELORA_TEST_BACKENDS) {

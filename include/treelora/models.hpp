@@ -3,4 +3,5 @@
 
 #include "treelora/models/model.hpp"
 #include "treelora/models/pretrain.hpp"
+#include "treelora/models/transformer/swiglu_mlp.hpp"
 #include "treelora/models/vit.hpp"

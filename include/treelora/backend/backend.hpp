@@ -27,6 +27,10 @@ enum class unary_function {
   relu,
   relu_derivative,  ///< 1 where x > 0, else 0
   sign,             ///< -1, 0 or 1 (the subgradient of |x| used by L1 pulls)
+  gelu_tanh,        ///< 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), GPT-2's "gelu_new"
+  gelu_tanh_derivative,  ///< 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2 / pi) (1 + 3 0.044715 x^2), t the tanh above
+  silu,             ///< x sigmoid(x) (Llama's MLP activation, "swish")
+  silu_derivative,  ///< sigmoid(x) (1 + x (1 - sigmoid(x)))
 };
 
 /// Memory: allocation, raw access, copies between host and backend memory, fills.

@@ -207,6 +207,7 @@ void cpu_backend<Scalar>::map(unary_function f, index_t n, const Scalar* in, Sca
   detail::cpu::array_map<Scalar> y(out, n);
   constexpr Scalar inv_sqrt2 = static_cast<Scalar>(1.0 / std::numbers::sqrt2);
   constexpr Scalar inv_sqrt_2pi = static_cast<Scalar>(0.3989422804014327);
+  constexpr Scalar sqrt_2_over_pi = static_cast<Scalar>(0.7978845608028654);
   switch (f) {
     case unary_function::gelu: y = Scalar(0.5) * x * (Scalar(1) + (x * inv_sqrt2).erf()); break;
     case unary_function::gelu_derivative:
@@ -217,6 +218,21 @@ void cpu_backend<Scalar>::map(unary_function f, index_t n, const Scalar* in, Sca
     case unary_function::relu: y = x.max(Scalar(0)); break;
     case unary_function::relu_derivative: y = (x > Scalar(0)).template cast<Scalar>(); break;
     case unary_function::sign: y = x.sign(); break;
+    case unary_function::gelu_tanh:
+      y = Scalar(0.5) * x * (Scalar(1) + (sqrt_2_over_pi * (x + Scalar(0.044715) * x * x * x)).tanh());
+      break;
+    case unary_function::gelu_tanh_derivative: {
+      const auto t = (sqrt_2_over_pi * (x + Scalar(0.044715) * x * x * x)).tanh();
+      y = Scalar(0.5) * (Scalar(1) + t) +
+          Scalar(0.5) * x * (Scalar(1) - t * t) * sqrt_2_over_pi * (Scalar(1) + Scalar(3 * 0.044715) * x * x);
+      break;
+    }
+    case unary_function::silu: y = x / (Scalar(1) + (-x).exp()); break;  // exp overflow for x << 0 gives x / inf = -0
+    case unary_function::silu_derivative: {
+      const auto s = Scalar(1) / (Scalar(1) + (-x).exp());
+      y = s * (Scalar(1) + x * (Scalar(1) - s));
+      break;
+    }
   }
 }
 template <class Scalar>

@@ -107,6 +107,7 @@ template <class Scalar>
 __device__ inline Scalar apply_unary(unary_function f, Scalar x) {
   constexpr Scalar inv_sqrt2 = static_cast<Scalar>(0.7071067811865475244);
   constexpr Scalar inv_sqrt_2pi = static_cast<Scalar>(0.3989422804014327);
+  constexpr Scalar sqrt_2_over_pi = static_cast<Scalar>(0.7978845608028654);
   switch (f) {
     case unary_function::gelu: return Scalar(0.5) * x * (Scalar(1) + device_erf(x * inv_sqrt2));
     case unary_function::gelu_derivative:
@@ -116,6 +117,18 @@ __device__ inline Scalar apply_unary(unary_function f, Scalar x) {
     case unary_function::relu: return x < Scalar(0) ? Scalar(0) : x;  // std::max(x, 0): NaN stays NaN
     case unary_function::relu_derivative: return x > Scalar(0) ? Scalar(1) : Scalar(0);
     case unary_function::sign: return static_cast<Scalar>((x > Scalar(0)) - (x < Scalar(0)));
+    case unary_function::gelu_tanh:
+      return Scalar(0.5) * x * (Scalar(1) + device_tanh(sqrt_2_over_pi * (x + Scalar(0.044715) * x * x * x)));
+    case unary_function::gelu_tanh_derivative: {
+      const Scalar t = device_tanh(sqrt_2_over_pi * (x + Scalar(0.044715) * x * x * x));
+      return Scalar(0.5) * (Scalar(1) + t) +
+             Scalar(0.5) * x * (Scalar(1) - t * t) * sqrt_2_over_pi * (Scalar(1) + Scalar(3 * 0.044715) * x * x);
+    }
+    case unary_function::silu: return x / (Scalar(1) + device_exp(-x));
+    case unary_function::silu_derivative: {
+      const Scalar s = Scalar(1) / (Scalar(1) + device_exp(-x));
+      return s * (Scalar(1) + x * (Scalar(1) - s));
+    }
   }
   return x;
 }
