@@ -250,6 +250,37 @@ TEST_CASE_TEMPLATE("elementwise maps match the scalar formulas", B, TREELORA_TES
   }
 }
 
+TEST_CASE_TEMPLATE("RMSNorm forward and backward match a naive host loop", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  const index_t rows = 5, cols = 37;  // more columns than a warp, not a multiple of one
+  auto x = random_tensor(backend, shape{rows, cols}, 1, 2.0), gamma = random_tensor(backend, shape{cols}, 2);
+  auto dy = random_tensor(backend, shape{rows, cols}, 3);
+  tensor<B> y(backend, x.shape()), rstd(backend, shape{rows}), dx(backend, x.shape()), dgamma(backend, shape{cols});
+  dgamma.fill(typename B::scalar_type(0.5));  // accumulates
+  rms_norm_forward<B>(x, gamma, typename B::scalar_type(1e-6), y, rstd);
+  rms_norm_backward<B>(x, gamma, rstd, dy, dx, dgamma);
+  const auto xh = to_double(x.to_host()), gh = to_double(gamma.to_host()), dyh = to_double(dy.to_host());
+  std::vector<double> ey, edx, edg(std::size_t(cols), 0.5);
+  for (index_t r = 0; r < rows; ++r) {
+    double ms = 0, gx = 0;
+    for (index_t c = 0; c < cols; ++c) ms += xh[std::size_t(r * cols + c)] * xh[std::size_t(r * cols + c)] / double(cols);
+    const double s = 1 / std::sqrt(ms + 1e-6);
+    for (index_t c = 0; c < cols; ++c) {
+      const std::size_t i = std::size_t(r * cols + c);
+      ey.push_back(xh[i] * s * gh[std::size_t(c)]);
+      gx += dyh[i] * gh[std::size_t(c)] * xh[i] * s / double(cols);
+      edg[std::size_t(c)] += dyh[i] * xh[i] * s;
+    }
+    for (index_t c = 0; c < cols; ++c) {
+      const std::size_t i = std::size_t(r * cols + c);
+      edx.push_back(s * (dyh[i] * gh[std::size_t(c)] - xh[i] * s * gx));
+    }
+  }
+  CHECK(relative_error(y.to_host(), ey) < 10 * tolerance_v<B>);
+  CHECK(relative_error(dx.to_host(), edx) < 10 * tolerance_v<B>);
+  CHECK(relative_error(dgamma.to_host(), edg) < 10 * tolerance_v<B>);
+}
+
 TEST_CASE_TEMPLATE("the language models' activations stay finite at extreme inputs", B, TREELORA_TEST_BACKENDS) {
   B backend;
   using S = typename B::scalar_type;

@@ -112,6 +112,29 @@ TEST_CASE("gelu layer: exact GELU forward and finite-difference backward") {
   CHECK(worst_gradient_error(activation, x) < 1e-6);
 }
 
+TEST_CASE("RMSNorm (Llama): forward against the formula, finite-difference backward, frozen and trainable") {
+  D backend;
+  rms_norm<D> norm(backend, 6, 1e-5);
+  fill_normal<D>(norm.weight(), 1, 0.3, 4);
+  auto x = random_tensor(backend, shape{2, 3, 6}, 1, 2.0);
+  const auto y = norm.forward(x).to_host();
+  const auto xh = x.to_host(), w = norm.weight().to_host();
+  for (index_t r = 0; r < 6; ++r) {
+    double ms = 0;
+    for (index_t c = 0; c < 6; ++c) ms += xh[std::size_t(r * 6 + c)] * xh[std::size_t(r * 6 + c)] / 6;
+    for (index_t c = 0; c < 6; ++c)
+      CHECK(y[std::size_t(r * 6 + c)] == doctest::Approx(xh[std::size_t(r * 6 + c)] / std::sqrt(ms + 1e-5) * w[std::size_t(c)]).epsilon(1e-13));
+  }
+  CHECK(worst_gradient_error(norm, x) < 1e-6);
+  norm.set_trainable(false);
+  norm.weight_gradient().fill(0);
+  CHECK(worst_gradient_error(norm, x) < 1e-6);  // dx still exact, and the frozen weight gets nothing
+  for (double g : norm.weight_gradient().to_host()) CHECK(g == 0);
+  auto wrong = random_tensor(backend, shape{2, 5}, 2);
+  CHECK_THROWS_WITH_AS(norm.forward(wrong), "treelora::rms_norm::forward: input [2, 5] has last axis 5, expected 6",
+                       std::invalid_argument);
+}
+
 TEST_CASE("gelu_tanh and silu layers: forward formulas and finite-difference backward") {
   D backend;
   auto x = random_tensor(backend, shape{4, 5}, 1, 3.0);

@@ -315,6 +315,24 @@ TEST_CASE_TEMPLATE("layer norm forward and backward equal the CPU; parameter gra
   }
 }
 
+TEST_CASE_TEMPLATE("RMSNorm forward and backward equal the CPU; the weight's gradient accumulates", S, float, double) {
+  TREELORA_SKIP_WITHOUT_CUDA_DEVICE();
+  twin<S> w;
+  for (auto [rows, cols] : {std::pair<index_t, index_t>{4, 6}, std::pair<index_t, index_t>{129, 2048}}) {
+    auto x = w.make(shape{rows, cols}, 1, 2.0), gamma = w.make(shape{cols}, 2);
+    auto y = w.make(shape{rows, cols}, 4), rstd = w.make(shape{rows}, 6);
+    rms_norm_forward<cpu_backend<S>>(x.c, gamma.c, S(1e-6), y.c, rstd.c);
+    rms_norm_forward<cuda_backend<S>>(x.g, gamma.g, S(1e-6), y.g, rstd.g);
+    CHECK(error<S>(y) < 10 * tol<S>);
+    CHECK(error<S>(rstd) < 10 * tol<S>);
+    auto dy = w.make(shape{rows, cols}, 7), dx = w.make(shape{rows, cols}, 8), dgamma = w.make(shape{cols}, 9);
+    rms_norm_backward<cpu_backend<S>>(x.c, gamma.c, rstd.c, dy.c, dx.c, dgamma.c);
+    rms_norm_backward<cuda_backend<S>>(x.g, gamma.g, rstd.g, dy.g, dx.g, dgamma.g);
+    CHECK(error<S>(dx) < 10 * tol<S>);
+    CHECK(error<S>(dgamma) < 50 * tol<S>);
+  }
+}
+
 TEST_CASE_TEMPLATE("gather and scatter-add rows equal the CPU: distinct, repeated, and many uploads", S, float, double) {
   TREELORA_SKIP_WITHOUT_CUDA_DEVICE();
   twin<S> w;

@@ -80,6 +80,8 @@ concept BackendElementwise = requires(B& backend, typename B::scalar_type* out,
   backend.softmax_rows_backward(n, n, in, in, out);  // y, dy -> dx
   backend.layer_norm_forward(n, n, in, in, in, value, out, out, out);   // x, gamma, beta, eps -> y, mean, rstd
   backend.layer_norm_backward(n, n, in, in, in, in, in, out, out, out); // x, gamma, mean, rstd, dy -> dx, +dgamma, +dbeta
+  backend.rms_norm_forward(n, n, in, in, value, out, out);              // x, gamma, eps -> y, rstd
+  backend.rms_norm_backward(n, n, in, in, in, in, out, out);            // x, gamma, rstd, dy -> dx, +dgamma
   backend.gather_rows(rows, n, in, out);       // out[i, :] = in[rows[i], :]
   backend.scatter_add_rows(rows, n, in, out);  // out[rows[i], :] += in[i, :]
 };
@@ -122,7 +124,8 @@ consteval bool check_backend() {
   static_assert(BackendBlas<B>, "treelora: not a Backend: needs gemm, gemm_strided_batched, axpy, scale");
   static_assert(BackendElementwise<B>,
                 "treelora: not a Backend: needs map, multiply, multiply_add, add_row_vector, sum_rows, "
-                "softmax_rows(_backward), layer_norm_forward/backward, gather_rows, scatter_add_rows");
+                "softmax_rows(_backward), layer_norm_forward/backward, rms_norm_forward/backward, gather_rows, "
+                "scatter_add_rows");
   static_assert(BackendReductions<B>,
                 "treelora: not a Backend: needs sum, dot, l1_norm, l1_distance, max, squared_norm");
   static_assert(BackendOptimizerKernels<B>, "treelora: not a Backend: needs sgd_step, adam_step and adam_step_indexed");

@@ -184,6 +184,11 @@ class cpu_backend {
   /// dx = rstd (g - mean(g) - xhat mean(g xhat)) with g = dy * gamma; dgamma += sum dy xhat; dbeta += sum dy.
   void layer_norm_backward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, const Scalar* mean,
                            const Scalar* rstd, const Scalar* dy, Scalar* dx, Scalar* dgamma, Scalar* dbeta);
+  /// y = x * rstd * gamma per row, rstd = 1 / sqrt(mean(x^2) + eps) saved (RMSNorm, Zhang & Sennrich 2019).
+  void rms_norm_forward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, Scalar eps, Scalar* y, Scalar* rstd);
+  /// dx = rstd (g - xhat mean(g xhat)) with g = dy * gamma, xhat = x rstd; dgamma += sum dy xhat.
+  void rms_norm_backward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, const Scalar* rstd,
+                         const Scalar* dy, Scalar* dx, Scalar* dgamma);
   void gather_rows(std::span<const index_t> rows, index_t cols, const Scalar* in, Scalar* out) {
     for (std::size_t i = 0; i < rows.size(); ++i)
       copy(in + rows[i] * cols, out + static_cast<index_t>(i) * cols, cols);

@@ -322,6 +322,39 @@ void cpu_backend<Scalar>::layer_norm_backward(index_t rows, index_t cols, const 
   }
 }
 
+template <class Scalar>
+void cpu_backend<Scalar>::rms_norm_forward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, Scalar eps,
+                                           Scalar* y, Scalar* rstd) {
+  using namespace detail::cpu;
+  const_array_map<Scalar> g(gamma, cols);
+  TREELORA_PARALLEL_FOR_IF(rows * cols)
+  for (index_t r = 0; r < rows; ++r) {
+    const_array_map<Scalar> xr(x + r * cols, cols);
+    const Scalar s = Scalar(1) / std::sqrt(xr.square().mean() + eps);
+    rstd[r] = s;
+    array_map<Scalar>(y + r * cols, cols) = xr * s * g;
+  }
+}
+template <class Scalar>
+void cpu_backend<Scalar>::rms_norm_backward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma,
+                                            const Scalar* rstd, const Scalar* dy, Scalar* dx, Scalar* dgamma) {
+  using namespace detail::cpu;
+  const_array_map<Scalar> gm(gamma, cols);
+  TREELORA_PARALLEL_FOR_IF(rows * cols)
+  for (index_t r = 0; r < rows; ++r) {
+    const_array_map<Scalar> xr(x + r * cols, cols), dyr(dy + r * cols, cols);
+    const auto xhat = xr * rstd[r];
+    const Eigen::Array<Scalar, Eigen::Dynamic, 1> g = dyr * gm;
+    const Scalar gx_mean = (g * xhat).mean();
+    array_map<Scalar>(dx + r * cols, cols) = rstd[r] * (g - xhat * gx_mean);
+  }
+  array_map<Scalar> dg(dgamma, cols);
+  for (index_t r = 0; r < rows; ++r) {
+    const_array_map<Scalar> xr(x + r * cols, cols), dyr(dy + r * cols, cols);
+    dg += dyr * xr * rstd[r];
+  }
+}
+
 // ---------------------------------------------------------------- reductions
 template <class Scalar>
 Scalar cpu_backend<Scalar>::sum(index_t n, const Scalar* x) {

@@ -213,6 +213,26 @@ class cuda_backend {
         rows, cols, x, mean, rstd, dy, dgamma, dbeta);
     TREELORA_CUDA_CHECK_LAUNCH();
   }
+  /// y = x rstd gamma per row; saves rstd = 1 / sqrt(mean(x^2) + eps) (RMSNorm).
+  void rms_norm_forward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, Scalar eps, Scalar* y, Scalar* rstd) {
+    if (rows <= 0 || cols <= 0) return;
+    device_guard guard(context_->device());
+    cuda_kernels::rms_norm_forward<<<row_blocks(rows), cuda_kernels::block_size, 0, stream()>>>(rows, cols, x, gamma, eps,
+                                                                                                  y, rstd);
+    TREELORA_CUDA_CHECK_LAUNCH();
+  }
+  /// dx = rstd (g - xhat mean(g xhat)) with g = dy * gamma; dgamma += sum dy xhat.
+  void rms_norm_backward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, const Scalar* rstd,
+                         const Scalar* dy, Scalar* dx, Scalar* dgamma) {
+    if (rows <= 0 || cols <= 0) return;
+    device_guard guard(context_->device());
+    cuda_kernels::rms_norm_input_gradient<<<row_blocks(rows), cuda_kernels::block_size, 0, stream()>>>(
+        rows, cols, x, gamma, rstd, dy, dx);
+    TREELORA_CUDA_CHECK_LAUNCH();
+    cuda_kernels::rms_norm_parameter_gradient<<<column_tiles(cols), column_tile(), 0, stream()>>>(rows, cols, x, rstd,
+                                                                                                   dy, dgamma);
+    TREELORA_CUDA_CHECK_LAUNCH();
+  }
   /// out[i, :] = in[rows[i], :]; the host index list is copied to the device first.
   void gather_rows(std::span<const index_t> rows, index_t cols, const Scalar* in, Scalar* out) {
     const auto count = static_cast<index_t>(rows.size());

@@ -147,6 +147,25 @@ void layer_norm_backward(const_tensor_view<B> x, const_tensor_view<B> gamma, con
   x.backend()->layer_norm_backward(x.rows(), x.cols(), x.data(), gamma.data(), mean.data(), rstd.data(), dy.data(),
                                    dx.data(), dgamma.data(), dbeta.data());
 }
+/// RMSNorm over the last axis; rstd gets one value per row.
+template <Backend B>
+void rms_norm_forward(const_tensor_view<B> x, const_tensor_view<B> gamma, typename B::scalar_type eps, tensor_view<B> y,
+                      tensor_view<B> rstd) {
+  detail::require_same_shape("rms_norm_forward", x, y);
+  if (gamma.numel() != x.cols() || rstd.numel() != x.rows())
+    throw_invalid_argument("rms_norm_forward", concat("x ", x.shape().to_string(), " needs gamma of ", x.cols(), " and rstd of ",
+                                                       x.rows(), "; got ", gamma.shape().to_string(), ", ", rstd.shape().to_string()));
+  x.backend()->rms_norm_forward(x.rows(), x.cols(), x.data(), gamma.data(), eps, y.data(), rstd.data());
+}
+template <Backend B>
+void rms_norm_backward(const_tensor_view<B> x, const_tensor_view<B> gamma, const_tensor_view<B> rstd,
+                       const_tensor_view<B> dy, tensor_view<B> dx, tensor_view<B> dgamma) {
+  detail::require_same_shape("rms_norm_backward", x, dy);
+  detail::require_same_shape("rms_norm_backward", x, dx);
+  if (gamma.numel() != x.cols() || dgamma.numel() != x.cols() || rstd.numel() != x.rows())
+    throw_invalid_argument("rms_norm_backward", concat("parameter or statistics sizes do not match x ", x.shape().to_string()));
+  x.backend()->rms_norm_backward(x.rows(), x.cols(), x.data(), gamma.data(), rstd.data(), dy.data(), dx.data(), dgamma.data());
+}
 /// out[i, :] = in[rows[i], :]
 template <Backend B>
 void gather_rows(const_tensor_view<B> in, std::span<const index_t> rows, tensor_view<B> out) {

@@ -272,6 +272,52 @@ __global__ void layer_norm_input_gradient(index_t rows, index_t cols, const Scal
   }
 }
 
+/// RMSNorm: y = x rstd gamma, rstd = 1 / sqrt(mean(x^2) + eps) saved per row.
+template <class Scalar>
+__global__ void rms_norm_forward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, Scalar eps, Scalar* y,
+                                 Scalar* rstd) {
+  const index_t r = warp_row();
+  if (r >= rows) return;
+  const Scalar* xr = x + r * cols;
+  Scalar q = 0;
+  for (index_t c = lane(); c < cols; c += 32) q += xr[c] * xr[c];
+  const Scalar inv = Scalar(1) / device_sqrt(warp_sum(q) / static_cast<Scalar>(cols) + eps);
+  if (lane() == 0) rstd[r] = inv;
+  for (index_t c = lane(); c < cols; c += 32) y[r * cols + c] = xr[c] * inv * gamma[c];
+}
+
+/// dx = rstd (g - xhat mean(g xhat)) with g = dy gamma, xhat = x rstd (assigned, as on the CPU).
+template <class Scalar>
+__global__ void rms_norm_input_gradient(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma,
+                                        const Scalar* rstd, const Scalar* dy, Scalar* dx) {
+  const index_t r = warp_row();
+  if (r >= rows) return;
+  const index_t base = r * cols;
+  const Scalar inv = rstd[r];
+  Scalar sgx = 0;
+  for (index_t c = lane(); c < cols; c += 32) sgx += dy[base + c] * gamma[c] * (x[base + c] * inv);
+  const Scalar gx_mean = warp_sum(sgx) / static_cast<Scalar>(cols);
+  for (index_t c = lane(); c < cols; c += 32)
+    dx[base + c] = inv * (dy[base + c] * gamma[c] - (x[base + c] * inv) * gx_mean);
+}
+
+/// dgamma += sum_r dy xhat (RMSNorm's column part).
+template <class Scalar>
+__global__ void rms_norm_parameter_gradient(index_t rows, index_t cols, const Scalar* x, const Scalar* rstd,
+                                            const Scalar* dy, Scalar* dgamma) {
+  __shared__ Scalar partial[tile_rows][tile_columns + 1];
+  const index_t c = static_cast<index_t>(blockIdx.x) * tile_columns + threadIdx.x;
+  Scalar s = 0;
+  if (c < cols)
+    for (index_t r = threadIdx.y; r < rows; r += tile_rows) s += dy[r * cols + c] * (x[r * cols + c] * rstd[r]);
+  partial[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    for (int k = 1; k < tile_rows; ++k) s += partial[k][threadIdx.x];
+    dgamma[c] += s;
+  }
+}
+
 // ---------------------------------------------------------------- gather / scatter (device index lists)
 template <class Scalar>
 __global__ void gather_rows(index_t count, const index_t* rows, index_t cols, const Scalar* in, Scalar* out) {
