@@ -250,6 +250,37 @@ TEST_CASE_TEMPLATE("elementwise maps match the scalar formulas", B, TREELORA_TES
   }
 }
 
+TEST_CASE_TEMPLATE("rotate_half (RoPE) matches a host loop, in place too, and its inverse undoes it", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  using S = typename B::scalar_type;
+  const index_t batch = 2, tokens = 5, heads = 3, head_dim = 8, half = 4, offset = 2, positions = 8;
+  auto x = random_tensor(backend, shape{batch, tokens, heads * head_dim}, 1);
+  std::vector<S> c(std::size_t(positions * half)), s(c.size());
+  for (index_t p = 0; p < positions; ++p)
+    for (index_t i = 0; i < half; ++i) {
+      c[std::size_t(p * half + i)] = static_cast<S>(std::cos(0.3 * double(p) * double(i + 1)));
+      s[std::size_t(p * half + i)] = static_cast<S>(std::sin(0.3 * double(p) * double(i + 1)));
+    }
+  auto cos_table = tensor<B>::from_host(backend, shape{positions, half}, c), sin_table = tensor<B>::from_host(backend, shape{positions, half}, s);
+  tensor<B> y(backend, x.shape());
+  rotate_half<B>(x, tokens, heads, offset, cos_table, sin_table, y);
+  const auto xh = to_double(x.to_host());
+  std::vector<double> expected(xh.size());
+  for (index_t r = 0; r < batch * tokens; ++r)
+    for (index_t h = 0; h < heads; ++h)
+      for (index_t i = 0; i < half; ++i) {
+        const std::size_t p = std::size_t((r % tokens + offset) * half + i), base = std::size_t(r * heads * head_dim + h * head_dim);
+        expected[base + std::size_t(i)] = xh[base + std::size_t(i)] * double(c[p]) - xh[base + std::size_t(i + half)] * double(s[p]);
+        expected[base + std::size_t(i + half)] = xh[base + std::size_t(i + half)] * double(c[p]) + xh[base + std::size_t(i)] * double(s[p]);
+      }
+  CHECK(relative_error(y.to_host(), expected) < 10 * tolerance_v<B>);
+  tensor<B> z = tensor<B>::from_host(backend, y.shape(), y.to_host());
+  rotate_half<B>(z, tokens, heads, offset, cos_table, sin_table, z, /*inverse=*/true);  // in place
+  CHECK(relative_error(z.to_host(), xh) < 10 * tolerance_v<B>);
+  tensor<B> odd(backend, shape{batch, tokens, 9});
+  CHECK_THROWS_AS(rotate_half<B>(odd, tokens, heads, offset, cos_table, sin_table, odd), std::invalid_argument);
+}
+
 TEST_CASE_TEMPLATE("RMSNorm forward and backward match a naive host loop", B, TREELORA_TEST_BACKENDS) {
   B backend;
   const index_t rows = 5, cols = 37;  // more columns than a warp, not a multiple of one

@@ -135,6 +135,52 @@ TEST_CASE("RMSNorm (Llama): forward against the formula, finite-difference backw
                        std::invalid_argument);
 }
 
+TEST_CASE("RoPE inverse frequencies: theta^(-2i/d), and llama3 scaling in its three regimes (Llama-3.2-1B's values)") {
+  const auto plain = rope_inverse_frequencies(8, 10000.0);
+  REQUIRE(plain.size() == 4);
+  for (std::size_t i = 0; i < 4; ++i) CHECK(plain[i] == doctest::Approx(1 / std::pow(10000.0, 2.0 * double(i) / 8)).epsilon(1e-15));
+  // Hugging Face's _compute_llama3_parameters, restated: low_freq_wavelen = 8192 / 1, high_freq_wavelen = 8192 / 4
+  const rope_llama3_scaling s{.factor = 32, .low_freq_factor = 1, .high_freq_factor = 4, .original_max_position_embeddings = 8192};
+  const auto scaled = rope_inverse_frequencies(64, 500000.0, s);
+  int kept = 0, divided = 0, blended = 0;
+  for (std::size_t i = 0; i < 32; ++i) {
+    const double f = std::pow(500000.0, -double(2 * i) / 64), wavelen = 2 * std::numbers::pi / f;
+    double expected;
+    if (wavelen < 8192.0 / 4) expected = f, ++kept;
+    else if (wavelen > 8192.0 / 1) expected = f / 32, ++divided;
+    else {
+      const double smooth = (8192.0 / wavelen - 1) / (4 - 1);
+      expected = (1 - smooth) * f / 32 + smooth * f, ++blended;
+    }
+    CHECK(scaled[i] == doctest::Approx(expected).epsilon(1e-14));
+  }
+  CHECK((kept > 0 && divided > 0 && blended > 0));
+  CHECK_THROWS_AS(rope_inverse_frequencies(7, 10000.0), std::invalid_argument);
+}
+
+TEST_CASE("rotary embedding: forward against the half-split formula at an offset, finite-difference backward") {
+  D backend;
+  const index_t batch = 2, tokens = 3, heads = 2, head_dim = 6, offset = 4;
+  rotary_embedding<D> rope(backend, heads, head_dim, 16, 10000.0);
+  rope.set_position_offset(offset);
+  auto x = random_tensor(backend, shape{batch, tokens, heads * head_dim}, 1);
+  const auto y = rope.forward(x).to_host();
+  const auto xh = x.to_host();
+  for (index_t b = 0; b < batch; ++b)
+    for (index_t t = 0; t < tokens; ++t)
+      for (index_t h = 0; h < heads; ++h)
+        for (index_t i = 0; i < head_dim / 2; ++i) {
+          const double angle = double(t + offset) * std::pow(10000.0, -2.0 * double(i) / double(head_dim));
+          const std::size_t base = std::size_t(((b * tokens + t) * heads + h) * head_dim);
+          const double a = xh[base + std::size_t(i)], c = xh[base + std::size_t(i + head_dim / 2)];
+          CHECK(y[base + std::size_t(i)] == doctest::Approx(a * std::cos(angle) - c * std::sin(angle)).epsilon(1e-13));
+          CHECK(y[base + std::size_t(i + head_dim / 2)] == doctest::Approx(c * std::cos(angle) + a * std::sin(angle)).epsilon(1e-13));
+        }
+  CHECK(worst_gradient_error(rope, x) < 1e-6);
+  rope.set_position_offset(14);  // 3 tokens at 14 pass the 16 positions
+  CHECK_THROWS_WITH_AS(rope.forward(x), doctest::Contains("go past the 16 positions"), std::invalid_argument);
+}
+
 TEST_CASE("gelu_tanh and silu layers: forward formulas and finite-difference backward") {
   D backend;
   auto x = random_tensor(backend, shape{4, 5}, 1, 3.0);

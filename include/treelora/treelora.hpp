@@ -13,6 +13,7 @@
 #include "treelora/layers/linear.hpp"
 #include "treelora/layers/loss.hpp"
 #include "treelora/layers/rms_norm.hpp"
+#include "treelora/layers/rotary_embedding.hpp"
 #include "treelora/lora/factorization.hpp"
 #include "treelora/lora/standard_lora.hpp"
 #include "treelora/lora/lora_layer.hpp"

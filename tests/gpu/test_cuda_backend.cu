@@ -333,6 +333,19 @@ TEST_CASE_TEMPLATE("RMSNorm forward and backward equal the CPU; the weight's gra
   }
 }
 
+TEST_CASE_TEMPLATE("rotate_half (RoPE) equals the CPU, forward and inverse, at an offset", S, float, double) {
+  TREELORA_SKIP_WITHOUT_CUDA_DEVICE();
+  twin<S> w;
+  const index_t batch = 3, tokens = 17, heads = 4, head_dim = 64, offset = 5;
+  auto x = w.make(shape{batch, tokens, heads * head_dim}, 1), y = w.make(shape{batch, tokens, heads * head_dim}, 2);
+  auto cos_table = w.make(shape{tokens + offset, head_dim / 2}, 3), sin_table = w.make(shape{tokens + offset, head_dim / 2}, 4);
+  for (bool inverse : {false, true}) {
+    rotate_half<cpu_backend<S>>(x.c, tokens, heads, offset, cos_table.c, sin_table.c, y.c, inverse);
+    rotate_half<cuda_backend<S>>(x.g, tokens, heads, offset, cos_table.g, sin_table.g, y.g, inverse);
+    CHECK(error<S>(y) < 10 * tol<S>);
+  }
+}
+
 TEST_CASE_TEMPLATE("gather and scatter-add rows equal the CPU: distinct, repeated, and many uploads", S, float, double) {
   TREELORA_SKIP_WITHOUT_CUDA_DEVICE();
   twin<S> w;

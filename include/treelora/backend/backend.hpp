@@ -70,7 +70,7 @@ concept BackendBlas = requires(B& backend, typename B::scalar_type* out, const t
 template <class B>
 concept BackendElementwise = requires(B& backend, typename B::scalar_type* out,
                                       const typename B::scalar_type* in, typename B::scalar_type value,
-                                      index_t n, unary_function f, std::span<const index_t> rows) {
+                                      index_t n, unary_function f, std::span<const index_t> rows, bool flag) {
   backend.map(f, n, in, out);                  // out = f(in)
   backend.multiply(n, in, in, out);            // out = a * b
   backend.multiply_add(n, in, in, out);        // out += a * b
@@ -82,6 +82,7 @@ concept BackendElementwise = requires(B& backend, typename B::scalar_type* out,
   backend.layer_norm_backward(n, n, in, in, in, in, in, out, out, out); // x, gamma, mean, rstd, dy -> dx, +dgamma, +dbeta
   backend.rms_norm_forward(n, n, in, in, value, out, out);              // x, gamma, eps -> y, rstd
   backend.rms_norm_backward(n, n, in, in, in, in, out, out);            // x, gamma, rstd, dy -> dx, +dgamma
+  backend.rotate_half(n, n, n, n, n, in, in, in, out, flag);            // RoPE: rows, tokens, heads, head dim, offset
   backend.gather_rows(rows, n, in, out);       // out[i, :] = in[rows[i], :]
   backend.scatter_add_rows(rows, n, in, out);  // out[rows[i], :] += in[i, :]
 };
@@ -124,7 +125,7 @@ consteval bool check_backend() {
   static_assert(BackendBlas<B>, "treelora: not a Backend: needs gemm, gemm_strided_batched, axpy, scale");
   static_assert(BackendElementwise<B>,
                 "treelora: not a Backend: needs map, multiply, multiply_add, add_row_vector, sum_rows, "
-                "softmax_rows(_backward), layer_norm_forward/backward, rms_norm_forward/backward, gather_rows, "
+                "softmax_rows(_backward), layer_norm_forward/backward, rms_norm_forward/backward, rotate_half, gather_rows, "
                 "scatter_add_rows");
   static_assert(BackendReductions<B>,
                 "treelora: not a Backend: needs sum, dot, l1_norm, l1_distance, max, squared_norm");

@@ -184,6 +184,12 @@ class cpu_backend {
   /// dx = rstd (g - mean(g) - xhat mean(g xhat)) with g = dy * gamma; dgamma += sum dy xhat; dbeta += sum dy.
   void layer_norm_backward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, const Scalar* mean,
                            const Scalar* rstd, const Scalar* dy, Scalar* dx, Scalar* dgamma, Scalar* dbeta);
+  /// Rotary position embedding, half-split (rotate_half) convention: `in` is [rows, heads * head_dim] with row r at
+  /// position r % tokens + offset; for i < head_dim / 2, with c, s = cos, sin [position, i] (tables [positions,
+  /// head_dim / 2]):  out[i] = in[i] c - in[i + h] s,  out[i + h] = in[i + h] c + in[i] s  (h = head_dim / 2);
+  /// `inverse` applies the transpose rotation (the backward pass). `out` may be `in`.
+  void rotate_half(index_t rows, index_t tokens, index_t heads, index_t head_dim, index_t offset, const Scalar* cos,
+                   const Scalar* sin, const Scalar* in, Scalar* out, bool inverse);
   /// y = x * rstd * gamma per row, rstd = 1 / sqrt(mean(x^2) + eps) saved (RMSNorm, Zhang & Sennrich 2019).
   void rms_norm_forward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, Scalar eps, Scalar* y, Scalar* rstd);
   /// dx = rstd (g - xhat mean(g xhat)) with g = dy * gamma, xhat = x rstd; dgamma += sum dy xhat.

@@ -323,6 +323,26 @@ void cpu_backend<Scalar>::layer_norm_backward(index_t rows, index_t cols, const 
 }
 
 template <class Scalar>
+void cpu_backend<Scalar>::rotate_half(index_t rows, index_t tokens, index_t heads, index_t head_dim, index_t offset,
+                                      const Scalar* cos, const Scalar* sin, const Scalar* in, Scalar* out, bool inverse) {
+  const index_t half = head_dim / 2, width = heads * head_dim;
+  const Scalar sign = inverse ? Scalar(-1) : Scalar(1);
+  TREELORA_PARALLEL_FOR_IF(rows * width)
+  for (index_t r = 0; r < rows; ++r) {
+    const Scalar* c = cos + (r % tokens + offset) * half;
+    const Scalar* s = sin + (r % tokens + offset) * half;
+    for (index_t h = 0; h < heads; ++h) {
+      const Scalar* x = in + r * width + h * head_dim;
+      Scalar* y = out + r * width + h * head_dim;
+      for (index_t i = 0; i < half; ++i) {
+        const Scalar a = x[i], b = x[i + half], si = sign * s[i];
+        y[i] = a * c[i] - b * si;
+        y[i + half] = b * c[i] + a * si;
+      }
+    }
+  }
+}
+template <class Scalar>
 void cpu_backend<Scalar>::rms_norm_forward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, Scalar eps,
                                            Scalar* y, Scalar* rstd) {
   using namespace detail::cpu;

@@ -213,6 +213,16 @@ class cuda_backend {
         rows, cols, x, mean, rstd, dy, dgamma, dbeta);
     TREELORA_CUDA_CHECK_LAUNCH();
   }
+  /// Rotary position embedding, half-split (cpu_backend::rotate_half).
+  void rotate_half(index_t rows, index_t tokens, index_t heads, index_t head_dim, index_t offset, const Scalar* cos,
+                   const Scalar* sin, const Scalar* in, Scalar* out, bool inverse) {
+    const index_t pairs = rows * heads * (head_dim / 2);
+    if (pairs <= 0) return;
+    device_guard guard(context_->device());
+    cuda_kernels::rotate_half<<<grid(pairs), cuda_kernels::block_size, 0, stream()>>>(
+        rows, tokens, heads, head_dim, offset, cos, sin, in, out, inverse ? Scalar(-1) : Scalar(1));
+    TREELORA_CUDA_CHECK_LAUNCH();
+  }
   /// y = x rstd gamma per row; saves rstd = 1 / sqrt(mean(x^2) + eps) (RMSNorm).
   void rms_norm_forward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, Scalar eps, Scalar* y, Scalar* rstd) {
     if (rows <= 0 || cols <= 0) return;

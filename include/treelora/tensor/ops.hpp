@@ -147,6 +147,24 @@ void layer_norm_backward(const_tensor_view<B> x, const_tensor_view<B> gamma, con
   x.backend()->layer_norm_backward(x.rows(), x.cols(), x.data(), gamma.data(), mean.data(), rstd.data(), dy.data(),
                                    dx.data(), dgamma.data(), dbeta.data());
 }
+/// Rotary position embedding (half-split) of x [batch, tokens, heads * head_dim] (or [rows, heads * head_dim] with
+/// `tokens` given) at positions t + offset, t the token index; cos and sin are [positions, head_dim / 2] tables.
+template <Backend B>
+void rotate_half(const_tensor_view<B> x, index_t tokens, index_t heads, index_t offset, const_tensor_view<B> cos,
+                 const_tensor_view<B> sin, tensor_view<B> out, bool inverse = false) {
+  detail::require_same_shape("rotate_half", x, out);
+  const index_t width = x.cols(), rows = x.rows();
+  if (heads <= 0 || width % heads != 0 || (width / heads) % 2 != 0 || tokens <= 0 || rows % tokens != 0 || offset < 0)
+    throw_invalid_argument("rotate_half", concat("x ", x.shape().to_string(), " is not rows of ", heads,
+                                                 " heads of an even width over sequences of ", tokens, " tokens (offset ",
+                                                 offset, ")"));
+  const index_t half = width / heads / 2;
+  if (cos.cols() != half || sin.shape() != cos.shape() || cos.rows() < tokens + offset)
+    throw_invalid_argument("rotate_half", concat("tables ", cos.shape().to_string(), " and ", sin.shape().to_string(),
+                                                 " must be [at least ", tokens + offset, " positions, ", half, "]"));
+  x.backend()->rotate_half(rows, tokens, heads, width / heads, offset, cos.data(), sin.data(), x.data(), out.data(), inverse);
+}
+
 /// RMSNorm over the last axis; rstd gets one value per row.
 template <Backend B>
 void rms_norm_forward(const_tensor_view<B> x, const_tensor_view<B> gamma, typename B::scalar_type eps, tensor_view<B> y,

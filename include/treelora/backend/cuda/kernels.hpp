@@ -272,6 +272,20 @@ __global__ void layer_norm_input_gradient(index_t rows, index_t cols, const Scal
   }
 }
 
+/// Rotary position embedding (half-split); one thread per (row, head, i < head_dim / 2) pair.
+template <class Scalar>
+__global__ void rotate_half(index_t rows, index_t tokens, index_t heads, index_t head_dim, index_t offset, const Scalar* cos,
+                            const Scalar* sin, const Scalar* in, Scalar* out, Scalar sign) {
+  const index_t half = head_dim / 2, pairs = rows * heads * half;
+  for (index_t t = global_thread(); t < pairs; t += grid_threads()) {
+    const index_t i = t % half, h = (t / half) % heads, r = t / (half * heads);
+    const index_t p = (r % tokens + offset) * half + i, base = r * heads * head_dim + h * head_dim;
+    const Scalar a = in[base + i], b = in[base + i + half], c = cos[p], s = sign * sin[p];
+    out[base + i] = a * c - b * s;
+    out[base + i + half] = b * c + a * s;
+  }
+}
+
 /// RMSNorm: y = x rstd gamma, rstd = 1 / sqrt(mean(x^2) + eps) saved per row.
 template <class Scalar>
 __global__ void rms_norm_forward(index_t rows, index_t cols, const Scalar* x, const Scalar* gamma, Scalar eps, Scalar* y,
