@@ -107,3 +107,55 @@ TEST_CASE_TEMPLATE("argmax over all classes and over a subset", B, TREELORA_TEST
   const std::vector<index_t> subset{2, 3};
   CHECK(argmax_rows<B>(logits, subset) == std::vector<index_t>{2, 3, 2});
 }
+
+TEST_CASE_TEMPLATE("token cross-entropy: the mean over counted rows only, ignored rows get no gradient", B, TREELORA_TEST_BACKENDS) {
+  B backend;
+  auto logits = random_tensor(backend, shape{6, 7}, 4, 3.0);
+  tensor<B> gradient(backend, shape{6, 7});
+  const std::vector<index_t> labels{3, ignored_label, 0, ignored_label, 6, 6};
+  const double loss = token_cross_entropy_loss<B>(logits, labels, gradient);
+  const auto z = logits.to_host();
+  double expected = 0;
+  for (std::size_t r = 0; r < 6; ++r) {
+    if (labels[r] == ignored_label) continue;
+    double total = 0;
+    for (std::size_t c = 0; c < 7; ++c) total += std::exp(double(z[r * 7 + c]));
+    expected += (std::log(total) - z[r * 7 + static_cast<std::size_t>(labels[r])]) / 4;  // 4 rows count
+  }
+  CHECK(loss == doctest::Approx(expected).epsilon(1e-6));
+  const auto g = gradient.to_host();
+  for (std::size_t c = 0; c < 7; ++c) CHECK((g[7 + c] == 0 && g[21 + c] == 0));
+  // equals the class cross-entropy of the counted rows alone
+  std::vector<index_t> kept_labels;
+  std::vector<typename B::scalar_type> kept;
+  for (std::size_t r = 0; r < 6; ++r)
+    if (labels[r] != ignored_label) {
+      kept_labels.push_back(labels[r]);
+      kept.insert(kept.end(), z.begin() + std::ptrdiff_t(r * 7), z.begin() + std::ptrdiff_t(r * 7 + 7));
+    }
+  auto kept_logits = tensor<B>::from_host(backend, shape{4, 7}, kept);
+  tensor<B> kept_gradient(backend, shape{4, 7});
+  CHECK(cross_entropy_loss<B>(kept_logits, kept_labels, kept_gradient) == doctest::Approx(loss).epsilon(1e-12));
+  CHECK_THROWS_WITH_AS(token_cross_entropy_loss<B>(logits, std::vector<index_t>(6, ignored_label), gradient),
+                       doctest::Contains("none of the 6 rows counts"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(token_cross_entropy_loss<B>(logits, std::vector<index_t>{0, 1, 2, 3, 4, 7}, gradient),
+                       doctest::Contains("row 5: label 7 outside [0, 7)"), std::invalid_argument);
+}
+
+TEST_CASE("token cross-entropy gradient matches finite differences; next-token labels count the answer and EOS") {
+  D backend;
+  auto logits = random_tensor(backend, shape{5, 6}, 8, 2.0);
+  tensor<D> gradient(backend, shape{5, 6}), scratch(backend, shape{5, 6});
+  const std::vector<index_t> labels{ignored_label, 2, 5, ignored_label, 0};
+  token_cross_entropy_loss<D>(logits, labels, gradient);
+  const double error = finite_difference_error(logits, [&] { return token_cross_entropy_loss<D>(logits, labels, scratch); },
+                                               gradient.to_host());
+  CHECK(error < 1e-6);
+  // two left-padded sequences of 5: [pad, BOS, prompt, answer, EOS] and [BOS, prompt, prompt, answer, EOS]
+  const std::vector<index_t> ids{0, 1, 17, 23, 2, 1, 11, 12, 29, 2};
+  const std::vector<unsigned char> counted{0, 0, 0, 1, 1, 0, 0, 0, 1, 1};
+  const auto next = next_token_labels(ids, counted, 5);
+  CHECK(next == std::vector<index_t>{ignored_label, ignored_label, 23, 2, ignored_label, ignored_label, ignored_label, 29,
+                                     2, ignored_label});
+  CHECK_THROWS_AS(next_token_labels(ids, counted, 3), std::invalid_argument);
+}

@@ -85,6 +85,69 @@ double cross_entropy_loss(const_tensor_view<B> logits, std::span<const index_t> 
   return loss;
 }
 
+/// The label of a row that does not count (PyTorch's ignore_index).
+inline constexpr index_t ignored_label = -100;
+
+/// Token-level cross-entropy for language models: `logits` [rows, vocabulary] (rows = batch x tokens), one label per
+/// row, `ignored_label` for rows that do not count (prompt, padding); the loss is the mean over the counted rows and
+/// the gradient rows of ignored rows are zero. The whole vocabulary takes part (no class mask). Throws
+/// std::invalid_argument for a label outside the vocabulary or when no row counts, std::runtime_error when the loss
+/// is not finite.
+template <Backend B>
+double token_cross_entropy_loss(const_tensor_view<B> logits, std::span<const index_t> labels, tensor_view<B> gradient) {
+  using S = typename B::scalar_type;
+  const index_t rows = logits.rows(), vocabulary = logits.cols();
+  if (static_cast<index_t>(labels.size()) != rows || !(gradient.shape() == logits.shape()) || rows == 0)
+    throw_invalid_argument("token_cross_entropy_loss", concat("logits ", logits.shape().to_string(), ", ", labels.size(),
+                                                              " labels, gradient ", gradient.shape().to_string()));
+  index_t counted = 0;
+  for (index_t r = 0; r < rows; ++r) {
+    const index_t label = labels[static_cast<std::size_t>(r)];
+    if (label == ignored_label) continue;
+    if (label < 0 || label >= vocabulary)
+      throw_invalid_argument("token_cross_entropy_loss", concat("row ", r, ": label ", label, " outside [0, ", vocabulary,
+                                                                ") (use ignored_label for rows that do not count)"));
+    ++counted;
+  }
+  if (counted == 0) throw_invalid_argument("token_cross_entropy_loss", concat("none of the ", rows, " rows counts"));
+  thread_local std::vector<S> host;
+  host.resize(static_cast<std::size_t>(rows * vocabulary));
+  logits.backend()->copy_to_host(logits.data(), host.data(), rows * vocabulary);
+  double total = 0;
+  const double inv_counted = 1.0 / static_cast<double>(counted);
+  for (index_t r = 0; r < rows; ++r) {
+    S* z = host.data() + r * vocabulary;
+    const index_t label = labels[static_cast<std::size_t>(r)];
+    if (label == ignored_label) {
+      std::fill(z, z + vocabulary, S(0));
+      continue;
+    }
+    double top = -std::numeric_limits<double>::infinity(), normaliser = 0;
+    for (index_t c = 0; c < vocabulary; ++c) top = std::max(top, static_cast<double>(z[c]));
+    for (index_t c = 0; c < vocabulary; ++c) normaliser += std::exp(static_cast<double>(z[c]) - top);
+    total += std::log(normaliser) - (static_cast<double>(z[label]) - top);
+    for (index_t c = 0; c < vocabulary; ++c)
+      z[c] = static_cast<S>((std::exp(static_cast<double>(z[c]) - top) / normaliser - (c == label ? 1.0 : 0.0)) * inv_counted);
+  }
+  const double loss = total * inv_counted;
+  require_finite(loss, "token_cross_entropy_loss", "loss");
+  gradient.backend()->copy_from_host(host.data(), gradient.data(), rows * vocabulary);
+  return loss;
+}
+
+/// The labels of next-token prediction (TRACE's objective): position t of a sequence predicts token t + 1, and counts
+/// only where `counted` marks token t + 1 (the answer and EOS: prompt and padding are not learned); the last position
+/// predicts nothing. `ids` and `counted` are [batch, tokens] row-major; the result is one label per position.
+inline std::vector<index_t> next_token_labels(std::span<const index_t> ids, std::span<const unsigned char> counted, index_t tokens) {
+  if (tokens <= 0 || ids.size() % static_cast<std::size_t>(tokens) != 0 || counted.size() != ids.size())
+    throw_invalid_argument("next_token_labels", concat(ids.size(), " ids and ", counted.size(), " flags are not sequences of ",
+                                                       tokens, " tokens"));
+  std::vector<index_t> labels(ids.size(), ignored_label);
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    if ((i + 1) % static_cast<std::size_t>(tokens) != 0 && counted[i + 1]) labels[i] = ids[i + 1];
+  return labels;
+}
+
 /// The highest-scoring class of each row (the lowest index on ties), among `allowed_classes` when it is non-empty.
 template <Backend B>
 std::vector<index_t> argmax_rows(const_tensor_view<B> logits, std::span<const index_t> allowed_classes = {}) {
