@@ -533,3 +533,100 @@ TEST_CASE("resume mid-task: SGD with momentum, and an optimiser without checkpoi
         "need an optimiser with checkpoint(archive)"));
   std::filesystem::remove(path);
 }
+
+namespace {
+
+/// `bytes` (a checkpoint) rebuilt with tensor `name` cut to its first elements in shape `dims` and, when `key` is
+/// given, the state value `key` set to `value`; the checksum re-stamped: a hand-made file (tests/fuzz/fuzz_checkpoint).
+std::string cut_checkpoint_tensor(const std::string& bytes, const std::string& name, const std::vector<std::uint64_t>& dims,
+                                  const std::string& key = "", const json::value& value = {}) {
+  const auto header = read_safetensors_header(std::as_bytes(std::span<const char>(bytes.data(), bytes.size())), "ck");
+  REQUIRE(header.metadata);
+  auto metadata = *header.metadata;
+  if (!key.empty()) {
+    auto doc = json::parse(metadata.at("treelora.checkpoint"));
+    REQUIRE(doc["state"].contains(key));
+    doc["state"][key] = value;
+    metadata["treelora.checkpoint"] = json::dump(doc);
+  }
+  safetensors_writer out;
+  out.set_metadata(metadata);
+  bool found = false;
+  for (const auto& t : header.tensors) {
+    std::vector<std::uint64_t> shape = t.shape;
+    std::uint64_t size = t.byte_size();
+    if (t.name == name) {
+      found = true;
+      shape = dims;
+      size = dtype_size(t.dtype);
+      for (auto d : dims) size *= d;
+      REQUIRE(size <= t.byte_size());
+    }
+    const char* data = bytes.data() + 8 + header.header_size + t.begin;
+    out.add(t.name, t.dtype, shape, std::as_bytes(std::span<const char>(data, std::size_t(size))));
+  }
+  REQUIRE(found);
+  std::string edited = out.serialize();
+  REQUIRE(restamp_checkpoint_checksum(edited));
+  return edited;
+}
+
+}  // namespace
+
+TEST_CASE("resume refuses TreeLoRA task vectors and anchors of another shape than the model's (fuzz_checkpoint)") {
+  // tests/fuzz/regressions/fuzz_checkpoint/treelora_*: the strategy checked its stored task vectors against its own
+  // "modules" and "dim" only, and the paper mode's anchors not at all. An anchor with fewer rows than the model has
+  // adapters was read past its end by the next task's first step (a heap buffer overflow); task vectors of fewer
+  // modules stopped that step with std::invalid_argument from the bandit instead of a checkpoint_error on loading.
+  const auto stream = treelora::testing::prototype_image_stream(2, 8, 4);
+  const auto path = scratch("treelora-shapes.safetensors");
+  const runner_options options{.batch_size = 8, .seed = 1, .checkpoint = path};
+  const auto config = treelora::testing::tiny_vit(stream.total_classes, {"q", "v"});
+  for (const bool paper : {true, false}) {
+    INFO("paper mode: ", paper);
+    std::filesystem::remove(path);
+    const auto attempt = [&](const runner_options& o, const auto&... stop) {
+      F b;
+      vit<F> model(b, config);
+      if (paper) {
+        tree_lora_paper<F> strategy;
+        return run_stream(model, stream, strategy, adam_1e2(), o, stop...);
+      }
+      tree_lora_reference<F> strategy;
+      return run_stream(model, stream, strategy, adam_1e2(), o, stop...);
+    };
+    const stop_before_task stop{1};
+    CHECK_THROWS_WITH(attempt(options, stop), doctest::Contains("stopped on purpose"));
+    std::string bytes;
+    {
+      std::ifstream in(path, std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    const auto header = read_safetensors_header(std::as_bytes(std::span<const char>(bytes.data(), bytes.size())), "ck");
+    const auto shape_of = [&](const std::string& name) {
+      for (const auto& t : header.tensors)
+        if (t.name == name) return t.shape;
+      FAIL("no tensor ", name);
+      return std::vector<std::uint64_t>{};
+    };
+    const auto acc = shape_of("strategy.acc.0");  // [modules, dim]: 4 adapters (q and v of 2 blocks)
+    REQUIRE(acc.size() == 2);
+    REQUIRE(acc[0] == 4);
+    runner_options resume = options;
+    resume.resume = true;
+    std::vector<std::pair<std::string, std::string>> files = {
+        {cut_checkpoint_tensor(bytes, "strategy.acc.0", {acc[0] - 1, acc[1]}, "strategy.modules", json::value(acc[0] - 1)),
+         "strategy.modules"}};
+    if (paper) {
+      const auto anchor = shape_of("strategy.snapshots.0");  // [modules, |A| + |B|]
+      files.push_back({cut_checkpoint_tensor(bytes, "strategy.snapshots.0", {anchor[0] - 1, anchor[1]}), "strategy.snapshots"});
+    }
+    for (const auto& [file, field] : files) {
+      write_file_atomically(path, std::string_view(file));
+      const auto [what, refused] = refusal_of([&] { attempt(resume); });
+      CHECK(refused == field);
+      CHECK(contains(what, "must be"));
+    }
+  }
+  std::filesystem::remove(path);
+}

@@ -5,6 +5,9 @@
 //   <out>/fuzz_json_reader/seeds     small JSON texts (one like a sharded checkpoint's index), and 50,000 '['
 //                                    (the stack-overflow regression, generated here rather than committed)
 //   <out>/fuzz_safetensors/seeds     safetensors_writer files: F32, F16, BF16, F64, metadata, raw dtypes, empty
+//   <out>/fuzz_checkpoint/seeds      real checkpoints of the tiny runs in checkpoint_runs.hpp (every model and
+//                                    strategy there): after the first of 2 tasks, inside the second (between its
+//                                    epochs, and after its first step), and after both
 // and empties <out>/<fuzzer>/work, the directory where a run keeps the new inputs it finds.
 // Usage: treelora_fuzz_seeds <out>
 #include <zlib.h>
@@ -16,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint_runs.hpp"
 #include "treelora/data/idx.hpp"
 #include "treelora/io/safetensors.hpp"
 #include "treelora/models/pretrain.hpp"
@@ -44,6 +48,40 @@ void idx_seed(const fs::path& dir, const std::string& name, const std::vector<in
   if (in) gzclose(in);
   if (got < 0) throw_runtime_error("make_seeds", concat(name, ": cannot read back"));
   write_text(dir / (name + ".idx"), std::string(plain.data(), static_cast<std::size_t>(got)));
+}
+
+/// Runs checkpoint variant I through run_stream with runner_options::checkpoint and checkpoint_every_steps = 1 (2
+/// tasks of 2 epochs of 2 steps) and keeps four of the files it writes: <name>_task1 (after task 0),
+/// <name>_task1_epoch1 (inside task 1, between its epochs), <name>_task1_step1 (inside task 1's first epoch, after
+/// its first step) and <name>_done (after both tasks).
+template <std::size_t I>
+void checkpoint_seeds(const fs::path& dir) {
+  const std::string name = fuzzing::checkpoint_variant_name(I);
+  const fs::path path = dir / (name + ".checkpoint");
+  // A callback sees the file the run wrote before the current step (or task) began.
+  struct keep_checkpoints {
+    fs::path from, dir;
+    std::string name;
+    void keep(const std::string& as) const { fs::copy_file(from, dir / (name + as + ".safetensors"), fs::copy_options::overwrite_existing); }
+    void on_task_begin(const training_context& c) const {
+      if (c.task == 1) keep("_task1");
+    }
+    void on_step(const training_context& c, double) const {
+      if (c.task == 1 && c.epoch == 0 && c.step == 1) keep("_task1_step1");
+      if (c.task == 1 && c.epoch == 1 && c.step == 0) keep("_task1_epoch1");
+    }
+  } keep{path, dir, name};
+  fuzzing::checkpoint_backend backend;
+  fuzzing::with_checkpoint_variant<I>(backend, [&](auto& model, auto& strategy, const task_stream& stream) {
+    runner_options options = fuzzing::checkpoint_run_options();
+    options.checkpoint = path;
+    options.checkpoint_every_steps = 1;
+    const auto optimizer = [](parameter_list<fuzzing::checkpoint_backend> p) {
+      return adam<fuzzing::checkpoint_backend>(std::move(p), fuzzing::checkpoint_adam_options());
+    };
+    run_stream(model, stream, strategy, optimizer, options, keep);
+  });
+  fs::rename(path, dir / (name + "_done.safetensors"));
 }
 
 }  // namespace
@@ -118,6 +156,11 @@ int main(int argc, char** argv) {
       .add("fp8", safetensors_dtype::F8_E4M3, {2, 1}, std::span(raw).first(2)).set_metadata("note", "\u00e9\n")
       .write(tensors / "raw_dtypes.safetensors");
   safetensors_writer().write(tensors / "empty.safetensors");
+
+  const fs::path checkpoints = fresh("fuzz_checkpoint");
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    (checkpoint_seeds<I>(checkpoints), ...);
+  }(std::make_index_sequence<fuzzing::checkpoint_variants>{});
   std::cout << "treelora: fuzz seed corpora written under " << out.string() << "\n";
   return 0;
 }
