@@ -630,3 +630,38 @@ TEST_CASE("resume refuses TreeLoRA task vectors and anchors of another shape tha
   }
   std::filesystem::remove(path);
 }
+
+TEST_CASE("resume refuses DualLoRA state that does not fit the model or the stream") {
+  const auto stream = treelora::testing::prototype_image_stream(3, 16, 8);
+  const auto path = scratch("duallora-cross.safetensors");
+  runner_options options{.epochs_per_task = 1, .batch_size = 16, .seed = 3, .checkpoint = path};
+  const auto make_model = [&](F& b) {
+    return std::make_unique<vit<F, dual_lora>>(b, treelora::testing::tiny_vit(stream.total_classes, {"q", "v"}),
+                                               dual_lora::config{.rank = 4});
+  };
+  {
+    F b;
+    auto m = make_model(b);
+    dual_lora_strategy<F> s(stream);
+    stop_before_task stop{2};
+    CHECK_THROWS(run_stream(*m, stream, s, adam_1e2(), options, stop));
+  }
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  // a hand-edited file (checksum re-stamped): more finished tasks than the stream has
+  const std::string from = "\\\"strategy.finished\\\":2", to = "\\\"strategy.finished\\\":7";
+  const auto at = bytes.find(from);
+  REQUIRE(at != std::string::npos);
+  bytes.replace(at, from.size(), to);
+  REQUIRE(restamp_checkpoint_checksum(bytes));
+  write_file_atomically(path, std::string_view(bytes));
+  F b;
+  auto m = make_model(b);
+  dual_lora_strategy<F> s(stream);
+  options.resume = true;
+  CHECK(refusal_of([&] { run_stream(*m, stream, s, adam_1e2(), options); }).second == "strategy.finished");
+  std::filesystem::remove(path);
+}

@@ -195,6 +195,8 @@ class gaussian_task_statistics {
   }
 
   index_t layers() const { return index_t(layers_.size()); }
+  /// The feature dimension of layer l.
+  index_t dimension(index_t layer) const { return index_t(layers_.at(std::size_t(layer)).scatter.rows()); }
   index_t tasks() const { return index_t(task_offsets_.size()) - 1; }
   /// Class means kept for task j (its classes that had samples).
   index_t task_classes(index_t task) const { return task_offsets_.at(std::size_t(task) + 1) - task_offsets_.at(std::size_t(task)); }
@@ -607,6 +609,28 @@ class dual_lora_strategy {
       for (index_t l : *list) ar.require(l >= 0 && std::size_t(l) < n, "statistics_layers", concat("layer ", l, " outside [0, ", n, ")"));
     statistics_.checkpoint(ar.scope("statistics"));
     ar.value("fitted_temperature", fitted_temperature_), ar.value("finished", finished_), ar.value("state_bytes", state_bytes_);
+    if constexpr (Archive::loading()) {  // everything against the model (loaded first) and the stream
+      const auto adapters = model.factorized_adapters();
+      ar.require(finished_ >= 0 && std::size_t(finished_) <= stream_->tasks.size(), "finished",
+                 concat("must be in [0, ", stream_->tasks.size(), "] (the stream's tasks)"));
+      ar.require(same_input_.empty() || same_input_.size() == n, "same_input", "must be empty or one per memory");
+      for (std::size_t i = 0; i < n; ++i) {
+        const index_t tasks = adapters[i]->residual_tasks();
+        ar.require(own_energy_[i].size() == std::size_t(tasks) && basis_sizes_[i].size() == std::size_t(tasks) &&
+                       tasks >= finished_,
+                   concat("own_energy.", i), concat("must hold one value per residual task of adapter ", i, " (", tasks, ")"));
+        for (index_t j = 0; j < tasks; ++j)
+          ar.require(basis_sizes_[i][std::size_t(j)] == adapters[i]->basis_size(j), concat("basis_sizes.", i),
+                     concat("task ", j, "'s basis has ", adapters[i]->basis_size(j), " directions in the model"));
+      }
+      ar.require(statistics_.layers() == index_t(statistics_layers_.size()) || statistics_.layers() == 0, "statistics.layers",
+                 "must be one per statistics layer");
+      for (index_t k = 0; k < statistics_.layers(); ++k)
+        ar.require(std::size_t(k) < statistics_layers_.size() &&
+                       statistics_.dimension(k) == adapters.at(std::size_t(statistics_layers_[std::size_t(k)]))->in_features(),
+                   "statistics.layers", concat("layer ", k, " must have its adapter's input dimension"));
+      ar.require(statistics_.tasks() <= finished_, "statistics.task_offsets", "holds more tasks than have finished");
+    }
     // mid-task: choice B's projectors (the memories before this task's update) and the features kept for the drift
     std::size_t projectors = projectors_.size(), before = before_.size();
     ar.count("projectors", projectors), ar.count("before", before);
