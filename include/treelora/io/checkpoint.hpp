@@ -395,9 +395,16 @@ class checkpoint_reader {
                     : info.shape.size() == 2 ? shape{d[0], d[1]}
                     : info.shape.size() == 3 ? shape{d[0], d[1], d[2]}
                                              : shape{d[0], d[1], d[2], d[3]};
-    std::vector<scalar> host(static_cast<std::size_t>(s.numel()));  // numel x size = the tensor's bytes in the file
-    detail::convert_elements(info.dtype, data(info), host.size(), host.data());
-    t = treelora::tensor<B>::from_host(backend, s, host);
+    // numel x size = the tensor's bytes in the file: the allocation is bounded by the file
+    if constexpr (B::is_host_accessible) {  // straight into the tensor
+      treelora::tensor<B> out(backend, s);
+      detail::convert_elements(info.dtype, data(info), static_cast<std::size_t>(s.numel()), out.data());
+      t = std::move(out);
+    } else {
+      std::vector<scalar> host(static_cast<std::size_t>(s.numel()));
+      detail::convert_elements(info.dtype, data(info), host.size(), host.data());
+      t = treelora::tensor<B>::from_host(backend, s, host);
+    }
     shared_->read.insert(key);
   }
   /// A tensor that must have `expected` shape (an existing parameter's, say).

@@ -590,17 +590,7 @@ class dual_lora_strategy {
     ar.expect("calibration", options_.calibration), ar.expect("beta", options_.beta);
     ar.expect("confidence_threshold", options_.confidence_threshold);
     ar.expect("collection_batch_size", options_.collection_batch_size);
-    std::size_t n = memories_.size();
-    ar.count("memories", n);
-    if constexpr (Archive::loading()) {
-      memories_.clear();
-      if (n > 0) {
-        const auto adapters = model.factorized_adapters();
-        ar.require(n == adapters.size(), "memories", concat("must be one per adapter (", adapters.size(), ")"));
-        for (auto* a : adapters) memories_.emplace_back(a->in_features(), options_.memory);
-      }
-    }
-    for (std::size_t i = 0; i < n; ++i) memories_[i].checkpoint(ar.scope(concat("memory.", i)));
+    const std::size_t n = detail::checkpoint_memories(ar, model, memories_, options_.memory);
     ar.value("own_energy", own_energy_), ar.value("basis_sizes", basis_sizes_);
     ar.require(own_energy_.size() == n && basis_sizes_.size() == n, "own_energy", "must be one list per memory");
     ar.value("same_input", same_input_), ar.value("distinct_layers", distinct_layers_);

@@ -59,6 +59,26 @@ inline Eigen::MatrixXd projected_top_directions(const gpm_memory& memory, const 
 }
 }  // namespace detail
 
+namespace detail {
+/// Checkpoints one GPM memory per adapter (InfLoRA's and DualLoRA's): "memories", then "memory.<i>". Loading
+/// builds them for the model's adapters first (none before the first task). Returns their number.
+template <class Archive, class M>
+std::size_t checkpoint_memories(Archive& ar, M& model, std::vector<gpm_memory>& memories, const gpm_options& options) {
+  std::size_t n = memories.size();
+  ar.count("memories", n);
+  if constexpr (Archive::loading()) {
+    memories.clear();
+    if (n > 0) {
+      const auto adapters = model.factorized_adapters();
+      ar.require(n == adapters.size(), "memories", concat("must be one per adapter (", adapters.size(), ")"));
+      for (auto* a : adapters) memories.emplace_back(a->in_features(), options);
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) memories[i].checkpoint(ar.scope(concat("memory.", i)));
+  return n;
+}
+}  // namespace detail
+
 struct inflora_options {
   double threshold_base = 0.95;       ///< eps_b of the schedule (0.98 for ImageNet-R in the paper)
   gpm_options memory = {};            ///< DualGPM storage, energy rule (representation; InfLoRA's code: covariance_spectrum)
@@ -128,17 +148,7 @@ class inflora_strategy {
     ar.expect("name", name()), ar.expect("threshold_base", options_.threshold_base);
     ar.expect("memory_after_training", options_.memory_after_training), ar.expect("a_scale", options_.a_scale);
     ar.expect("collection_batch_size", options_.collection_batch_size);
-    std::size_t n = memories_.size();
-    ar.count("memories", n);
-    if constexpr (Archive::loading()) {
-      memories_.clear();
-      if (n > 0) {
-        const auto adapters = model.factorized_adapters();
-        ar.require(n == adapters.size(), "memories", concat("must be one per adapter (", adapters.size(), ")"));
-        for (auto* a : adapters) memories_.emplace_back(a->in_features(), options_.memory);
-      }
-    }
-    for (std::size_t i = 0; i < n; ++i) memories_[i].checkpoint(ar.scope(concat("memory.", i)));
+    detail::checkpoint_memories(ar, model, memories_, options_.memory);
     ar.value("state_bytes", state_bytes_);
     std::size_t kept = covariances_.size();  // mid-task: the covariances collected before training
     ar.count("covariances", kept);
