@@ -31,11 +31,16 @@ struct basic_lora_targets {
 
   bool contains(std::string_view module) const { return std::find(modules.begin(), modules.end(), module) != modules.end(); }
 
-  /// Throws std::invalid_argument naming an unknown or repeated module.
-  void validate(std::string_view where) const {
+  /// Throws std::invalid_argument naming an unknown or repeated module (known: the ViT's module names, or `known`).
+  void validate(std::string_view where) const { validate(where, known_modules); }
+  template <std::size_t N>
+  void validate(std::string_view where, const std::array<std::string_view, N>& known) const {
     for (std::size_t i = 0; i < modules.size(); ++i) {
-      if (std::find(known_modules.begin(), known_modules.end(), modules[i]) == known_modules.end())
-        throw_invalid_argument(where, concat("unknown LoRA target \"", modules[i], "\" (known: q, k, v, o, fc1, fc2)"));
+      if (std::find(known.begin(), known.end(), modules[i]) == known.end()) {
+        std::string list;
+        for (std::string_view k : known) list += (list.empty() ? "" : ", ") + std::string(k);
+        throw_invalid_argument(where, concat("unknown LoRA target \"", modules[i], "\" (known: ", list, ")"));
+      }
       if (std::find(modules.begin(), modules.begin() + static_cast<std::ptrdiff_t>(i), modules[i]) !=
           modules.begin() + static_cast<std::ptrdiff_t>(i))
         throw_invalid_argument(where, concat("LoRA target \"", modules[i], "\" listed twice"));
