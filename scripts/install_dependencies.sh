@@ -4,7 +4,10 @@ set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config libeigen3-dev libopenblas-dev zlib1g-dev doctest-dev libbenchmark-dev
           nlohmann-json3-dev python3-numpy  # JSON; python3-numpy only for tests/data/safetensors/make_golden.py
           dataset-fashion-mnist
-          clang libclang-rt-dev)  # the libFuzzer harnesses (tests/fuzz/): clang++ and its libFuzzer/ASan/UBSan runtimes
+          clang libclang-rt-dev  # the libFuzzer harnesses (tests/fuzz/): clang++ and its libFuzzer/ASan/UBSan runtimes
+          libpcre2-dev libsentencepiece-dev sentencepiece  # tokenizers: PCRE2 for byte-level BPE's Unicode regexes,
+                                                           # SentencePiece's library and spm_encode (tests' oracle)
+          python3-regex)  # only for tests/data/tokenizer/make_golden.py (the GPT-2 encoder.py oracle)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,6 +5,9 @@
 //   <out>/fuzz_json_reader/seeds     small JSON texts (one like a sharded checkpoint's index), and 50,000 '['
 //                                    (the stack-overflow regression, generated here rather than committed)
 //   <out>/fuzz_safetensors/seeds     safetensors_writer files: F32, F16, BF16, F64, metadata, raw dtypes, empty
+//   <out>/fuzz_tokenizer_json/seeds  small tokenizer.json files (the 256 byte tokens and a few merges): GPT-2's
+//                                    layout, Llama-3's (Split + ByteLevel, pair merges, ignore_merges, added
+//                                    tokens) and a literal Split with a prefix space (built with TREELORA_PCRE2)
 //   <out>/fuzz_checkpoint/seeds      real checkpoints of the tiny runs in checkpoint_runs.hpp (every model and
 //                                    strategy there): after the first of 2 tasks, inside the second (between its
 //                                    epochs, and after its first step), and after both
@@ -23,6 +26,9 @@
 #include "treelora/data/idx.hpp"
 #include "treelora/io/safetensors.hpp"
 #include "treelora/models/pretrain.hpp"
+#ifdef TREELORA_HAS_PCRE2
+#include "treelora/tokenizer/byte_level_bpe.hpp"
+#endif
 
 namespace fs = std::filesystem;
 using namespace treelora;
@@ -49,6 +55,35 @@ void idx_seed(const fs::path& dir, const std::string& name, const std::vector<in
   if (got < 0) throw_runtime_error("make_seeds", concat(name, ": cannot read back"));
   write_text(dir / (name + ".idx"), std::string(plain.data(), static_cast<std::size_t>(got)));
 }
+
+#ifdef TREELORA_HAS_PCRE2
+/// A tokenizer.json with the 256 byte tokens, merges of `merged` ("left|right", plain bytes; "string" or
+/// "pair" format), and the given pre-tokenizer and added tokens.
+std::string tokenizer_seed(const std::vector<std::string>& merged, const std::string& format,
+                           nlohmann::json pre, nlohmann::json added, bool ignore_merges) {
+  const auto& alphabet = detail::tokenizer::byte_alphabet::get();
+  const auto key = [&](std::string_view bytes) {
+    std::string out;
+    for (const char c : bytes) out += alphabet.text[static_cast<unsigned char>(c)];
+    return out;
+  };
+  nlohmann::json vocab = nlohmann::json::object(), merges = nlohmann::json::array();
+  for (std::size_t b = 0; b < 256; ++b) vocab[alphabet.text[b]] = b;
+  for (const std::string& entry : merged) {
+    const std::size_t bar = entry.find('|');
+    const std::string left = key(entry.substr(0, bar)), right = key(entry.substr(bar + 1));
+    vocab[left + right] = vocab.size();
+    merges.push_back(format == "string" ? nlohmann::json(left + " " + right) : nlohmann::json({left, right}));
+  }
+  return nlohmann::json{
+      {"version", "1.0"},
+      {"added_tokens", std::move(added)},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", std::move(pre)},
+      {"model", {{"type", "BPE"}, {"ignore_merges", ignore_merges}, {"vocab", vocab}, {"merges", merges}}}}
+      .dump();
+}
+#endif
 
 /// Runs checkpoint variant I through run_stream with runner_options::checkpoint and checkpoint_every_steps = 1 (2
 /// tasks of 2 epochs of 2 steps) and keeps four of the files it writes: <name>_task1 (after task 0),
@@ -156,6 +191,38 @@ int main(int argc, char** argv) {
       .add("fp8", safetensors_dtype::F8_E4M3, {2, 1}, std::span(raw).first(2)).set_metadata("note", "\u00e9\n")
       .write(tensors / "raw_dtypes.safetensors");
   safetensors_writer().write(tensors / "empty.safetensors");
+
+#ifdef TREELORA_HAS_PCRE2
+  const fs::path tokenizers = fresh("fuzz_tokenizer_json");
+  const std::vector<std::string> merges{"a|b", "ab|c", " |t", "h|e", " t|he", "1|2", "\xc3|\xa9", "e|r"};
+  write_text(tokenizers / "gpt2_like.json",
+             tokenizer_seed(merges, "string",
+                            {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}},
+                            {{{"id", 264}, {"content", "<|endoftext|>"}, {"special", true}}}, false));
+  const std::string llama3_pattern =
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  write_text(tokenizers / "llama3_like.json",
+             tokenizer_seed(merges, "pair",
+                            {{"type", "Sequence"},
+                             {"pretokenizers",
+                              {{{"type", "Split"},
+                                {"pattern", {{"Regex", llama3_pattern}}},
+                                {"behavior", "Isolated"},
+                                {"invert", false}},
+                               {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}},
+                            {{{"id", 264}, {"content", "<|begin_of_text|>"}, {"special", true}},
+                             {{"id", 265}, {"content", "<|end_of_text|>"}, {"special", true}},
+                             {{"id", 266}, {"content", "<|eot_id|>"}, {"special", true}},
+                             {{"id", 267}, {"content", "<|eot"}, {"special", false}}},
+                            true));
+  write_text(tokenizers / "literal_split_prefix_space.json",
+             tokenizer_seed(merges, "string",
+                            {{"type", "Sequence"},
+                             {"pretokenizers",
+                              {{{"type", "Split"}, {"pattern", {{"String", "."}}}, {"behavior", "Isolated"}},
+                               {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"use_regex", true}}}}},
+                            nlohmann::json::array(), false));
+#endif
 
   const fs::path checkpoints = fresh("fuzz_checkpoint");
   [&]<std::size_t... I>(std::index_sequence<I...>) {
