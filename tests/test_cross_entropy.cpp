@@ -7,6 +7,7 @@
 using namespace treelora;
 using treelora::testing::finite_difference_error;
 using treelora::testing::random_tensor;
+using treelora::testing::relative_error;
 using D = cpu_backend<double>;
 
 TEST_CASE_TEMPLATE("cross entropy value equals the naive formula", B, TREELORA_TEST_BACKENDS) {
@@ -135,7 +136,25 @@ TEST_CASE_TEMPLATE("token cross-entropy: the mean over counted rows only, ignore
     }
   auto kept_logits = tensor<B>::from_host(backend, shape{4, 7}, kept);
   tensor<B> kept_gradient(backend, shape{4, 7});
-  CHECK(cross_entropy_loss<B>(kept_logits, kept_labels, kept_gradient) == doctest::Approx(loss).epsilon(1e-12));
+  const double close = std::is_same_v<typename B::scalar_type, float> ? 1e-6 : 1e-12;
+  CHECK(cross_entropy_loss<B>(kept_logits, kept_labels, kept_gradient) == doctest::Approx(loss).epsilon(close));
+  CHECK(relative_error(gradient.to_host(), [&] {  // the gradient rows of the counted rows, scaled by 4 / 4
+          auto full = std::vector<typename B::scalar_type>(42, 0);
+          const auto k = kept_gradient.to_host();
+          for (std::size_t r = 0, j = 0; r < 6; ++r)
+            if (labels[r] != ignored_label) {
+              std::copy(k.begin() + std::ptrdiff_t(j * 7), k.begin() + std::ptrdiff_t(j * 7 + 7), full.begin() + std::ptrdiff_t(r * 7));
+              ++j;
+            }
+          return full;
+        }()) < close);
+  // a label whose probability underflows float (e^-200): the loss is still exact (200), the gradient finite
+  const std::vector<typename B::scalar_type> extreme{0, 200, 0, 0, 0, 0, 0};
+  auto extreme_logits = tensor<B>::from_host(backend, shape{1, 7}, extreme);
+  tensor<B> extreme_gradient(backend, shape{1, 7});
+  CHECK(token_cross_entropy_loss<B>(extreme_logits, std::vector<index_t>{0}, extreme_gradient) == doctest::Approx(200.0).epsilon(1e-6));
+  CHECK(extreme_gradient.to_host()[0] == doctest::Approx(-1.0));
+  CHECK(extreme_gradient.to_host()[1] == doctest::Approx(1.0));
   CHECK_THROWS_WITH_AS(token_cross_entropy_loss<B>(logits, std::vector<index_t>(6, ignored_label), gradient),
                        doctest::Contains("none of the 6 rows counts"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(token_cross_entropy_loss<B>(logits, std::vector<index_t>{0, 1, 2, 3, 4, 7}, gradient),

@@ -110,6 +110,38 @@ double token_cross_entropy_loss(const_tensor_view<B> logits, std::span<const ind
     ++counted;
   }
   if (counted == 0) throw_invalid_argument("token_cross_entropy_loss", concat("none of the ", rows, " rows counts"));
+  if constexpr (B::is_host_accessible) {
+    // The backend's softmax (vectorised, threaded) writes p into the gradient; then per counted row the loss is
+    // -log p[label] and the gradient (p - onehot) / counted. A vocabulary-wide row is 49k-128k entries: this path is
+    // 4x faster than the scalar double loop below on SmolLM's vocabulary. Where p[label] is too small for float to
+    // hold its logarithm accurately, that row's log-sum-exp is recomputed from the logits in double.
+    const double inv_counted = 1.0 / static_cast<double>(counted);
+    logits.backend()->softmax_rows(rows, vocabulary, logits.data(), gradient.data());
+    logits.backend()->scale(rows * vocabulary, static_cast<S>(inv_counted), gradient.data());
+    double total = 0;
+    for (index_t r = 0; r < rows; ++r) {
+      S* g = gradient.data() + r * vocabulary;
+      const index_t label = labels[static_cast<std::size_t>(r)];
+      if (label == ignored_label) {
+        std::fill(g, g + vocabulary, S(0));
+        continue;
+      }
+      const double p = static_cast<double>(g[label]) / inv_counted;
+      if (p >= 1e-30) {
+        total -= std::log(p);
+      } else {
+        const S* z = logits.data() + r * vocabulary;
+        double top = -std::numeric_limits<double>::infinity(), normaliser = 0;
+        for (index_t c = 0; c < vocabulary; ++c) top = std::max(top, static_cast<double>(z[c]));
+        for (index_t c = 0; c < vocabulary; ++c) normaliser += std::exp(static_cast<double>(z[c]) - top);
+        total += std::log(normaliser) - (static_cast<double>(z[label]) - top);
+      }
+      g[label] -= static_cast<S>(inv_counted);
+    }
+    const double loss = total * inv_counted;
+    require_finite(loss, "token_cross_entropy_loss", "loss");
+    return loss;
+  }
   thread_local std::vector<S> host;
   host.resize(static_cast<std::size_t>(rows * vocabulary));
   logits.backend()->copy_to_host(logits.data(), host.data(), rows * vocabulary);

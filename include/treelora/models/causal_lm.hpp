@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "treelora/core/hash.hpp"
+#include "treelora/layers/cross_entropy.hpp"
 #include "treelora/layers/embedding.hpp"
 #include "treelora/layers/linear.hpp"
 #include "treelora/models/transformer/causal_attention.hpp"
