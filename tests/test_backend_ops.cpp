@@ -65,7 +65,9 @@ TEST_CASE_TEMPLATE("gemm with leading dimensions past the columns, every transpo
   struct dims {
     index_t m, n, k;
   };
-  for (const dims d : {dims{7, 5, 9}, dims{70, 50, 90}, dims{40, 200, 40}, dims{300, 8, 40}})
+  // one row or one column of C (GEMV on the CBLAS route), each operand strided, too
+  for (const dims d : {dims{7, 5, 9}, dims{70, 50, 90}, dims{40, 200, 40}, dims{300, 8, 40}, dims{1, 300, 40},
+                       dims{300, 1, 40}, dims{1, 1, 5000}})
     for (bool ta : {false, true})
       for (bool tb : {false, true})
         for (double beta : {0.0, 1.0, -0.5}) {
@@ -111,6 +113,11 @@ TEST_CASE_TEMPLATE("gemm with beta = 0 ignores NaN already in the output", B, TR
     matmul<B>(a, transpose::no, b, transpose::no, c);
     for (auto v : c.to_host()) CHECK(std::isfinite(static_cast<double>(v)));
   }
+  auto row = random_tensor(backend, shape{1, 200}, 3), matrix = random_tensor(backend, shape{64, 200}, 4);
+  tensor<B> out(backend, shape{1, 64});
+  out.fill(std::numeric_limits<typename B::scalar_type>::quiet_NaN());
+  matmul<B>(row, transpose::no, matrix, transpose::yes, out);  // a matrix-vector product
+  for (auto v : out.to_host()) CHECK(std::isfinite(static_cast<double>(v)));
 }
 
 TEST_CASE_TEMPLATE("batched gemm matches per-batch naive loops", B, TREELORA_TEST_BACKENDS) {

@@ -246,7 +246,9 @@ TEST_CASE_TEMPLATE("greedy generation: the key/value cache gives the same tokens
     CHECK(!t.empty());
     CHECK(static_cast<index_t>(t.size()) <= 12);
   }
-  // the cache is off again afterwards: training works
+  // generation computes only the last logits, which backward refuses; the cache is off again afterwards: training works
+  tensor<F32> some_gradient(backend, shape{3, model.vocabulary()});
+  CHECK(testing::contains(testing::error_of([&] { model.backward(some_gradient); }), "called before a (whole-sequence) forward"));
   model.forward_tokens(batch_ids, left_padded_layout(batch_ids, 2, 5, 0));
   CHECK(testing::contains(testing::error_of([&] { generate_greedy(model, {{}}, options); }), "prompt 0 is empty"));
 }

@@ -80,6 +80,25 @@ void cblas_call(transpose trans_a, transpose trans_b, index_t m, index_t n, inde
   const auto ta = trans_a == transpose::no ? CblasNoTrans : CblasTrans;
   const auto tb = trans_b == transpose::no ? CblasNoTrans : CblasTrans;
   const auto i = [](index_t v) { return static_cast<int>(v); };
+  // One row or one column of C is a matrix-vector product: GEMV reads the matrix once where GEMM would pack it
+  // first (the one-token steps of generation).
+  const auto gemv = [&](CBLAS_TRANSPOSE t, index_t rows, index_t cols, const Scalar* matrix, index_t ld, const Scalar* x,
+                        index_t incx, Scalar* y, index_t incy) {
+    if constexpr (std::is_same_v<Scalar, float>)
+      cblas_sgemv(CblasRowMajor, t, i(rows), i(cols), alpha, matrix, i(ld), x, i(incx), beta, y, i(incy));
+    else
+      cblas_dgemv(CblasRowMajor, t, i(rows), i(cols), alpha, matrix, i(ld), x, i(incx), beta, y, i(incy));
+  };
+  if (m == 1) {  // c^T = op(a)^T-row op(b): y = op(b)^T x
+    const index_t incx = trans_a == transpose::no ? 1 : lda;
+    if (trans_b == transpose::no) return gemv(CblasTrans, k, n, b, ldb, a, incx, c, 1);  // b [k, n]
+    return gemv(CblasNoTrans, n, k, b, ldb, a, incx, c, 1);                            // b [n, k]
+  }
+  if (n == 1) {  // c = op(a) x, x = op(b)'s column
+    const index_t incx = trans_b == transpose::no ? ldb : 1;
+    if (trans_a == transpose::no) return gemv(CblasNoTrans, m, k, a, lda, b, incx, c, ldc);  // a [m, k]
+    return gemv(CblasTrans, k, m, a, lda, b, incx, c, ldc);                                  // a [k, m]
+  }
   if constexpr (std::is_same_v<Scalar, float>)
     cblas_sgemm(CblasRowMajor, ta, tb, i(m), i(n), i(k), alpha, a, i(lda), b, i(ldb), beta, c, i(ldc));
   else

@@ -4,7 +4,8 @@
 // or without the key/value cache.
 //
 // A language model M here has
-//   forward_tokens(ids, layout)   ids [batch * tokens] row-major -> logits [batch * tokens, vocabulary]
+//   forward_tokens(ids, layout, last_only)  ids [batch * tokens] row-major -> logits [batch * tokens, vocabulary]
+//                                 (last_only: each sequence's last token only, [batch, vocabulary])
 //   backward(d logits)            parameter gradients accumulate (the Layer contract)
 //   set_cache(batch, capacity)    turns every layer's key/value cache on (capacity > 0) or off (0)
 //   vocabulary(), pad_token_id(), eos_token_ids()
@@ -59,6 +60,17 @@ std::vector<index_t> ids_from_scalars(const_tensor_view<B> ids, index_t vocabula
       throw_invalid_argument(where, concat("token id ", v, " at position ", i, " is not an id of the vocabulary [0, ", vocabulary, ")"));
     out[i] = static_cast<index_t>(v);
   }
+  return out;
+}
+
+/// The last token's row of each sequence of h [batch, tokens, width], gathered into `out` [batch, width].
+template <Backend B>
+const_tensor_view<B> last_rows(const_tensor_view<B> h, index_t batch, index_t tokens, tensor<B>& out, B& backend) {
+  const index_t width = h.cols();
+  std::vector<index_t> rows(static_cast<std::size_t>(batch));
+  for (index_t b = 0; b < batch; ++b) rows[std::size_t(b)] = b * tokens + tokens - 1;
+  out.resize(backend, shape{batch, width});
+  gather_rows<B>(h.reshaped(shape{batch * tokens, width}), rows, out);
   return out;
 }
 
@@ -136,7 +148,7 @@ std::uint64_t parameters_fingerprint(const parameter_list<B>& params, std::strin
 /// one of `stop_ids` (kept in its output) or after max_new_tokens.
 struct generation_options {
   index_t max_new_tokens = 32;
-  std::vector<index_t> stop_ids;  ///< empty: the model's eos_token_ids()
+  std::vector<index_t> stop_ids = {};  ///< empty: the model's eos_token_ids()
   bool use_cache = true;          ///< false recomputes the whole sequence at every step (the reference path)
   bool keep_logits = false;       ///< keep each step's logits (tests compare the two paths with them)
 };
@@ -196,10 +208,10 @@ generation_result generate_greedy(LM& model, const std::vector<std::vector<index
       layout.past = 0;
     }
     layout.tokens = tokens;
-    const auto logits = model.forward_tokens(ids, layout);
+    const auto logits = model.forward_tokens(ids, layout, /*last_only=*/true);  // [batch, vocabulary]
     std::vector<float> last(std::size_t(batch * vocabulary));
     for (index_t b = 0; b < batch; ++b) {
-      const auto row = logits.row_range(b * tokens + tokens - 1, 1).to_host();
+      const auto row = logits.row_range(b, 1).to_host();
       std::copy(row.begin(), row.end(), last.begin() + b * vocabulary);
       index_t best = 0;
       for (index_t v = 1; v < vocabulary; ++v)

@@ -244,7 +244,8 @@ class gpt2 {
     for (auto& layer : layers_) layer.set_cache(batch, capacity);
   }
 
-  const_tensor_view<B> forward_tokens(std::span<const index_t> ids, const token_layout& layout) {
+  /// As llama::forward_tokens (last_only: each sequence's last logits, [batch, vocabulary]).
+  const_tensor_view<B> forward_tokens(std::span<const index_t> ids, const token_layout& layout, bool last_only = false) {
     if (static_cast<index_t>(ids.size()) != layout.batch * layout.tokens || layout.left_padding.size() != std::size_t(layout.batch))
       throw_invalid_argument("gpt2::forward_tokens", concat(ids.size(), " ids do not fit ", layout.batch, " sequences of ",
                                                             layout.tokens, " tokens"));
@@ -259,7 +260,8 @@ class gpt2 {
     causal_attention_mask<B>(layout, mask_, *backend_);
     const_tensor_view<B> h = embedded_;
     for (auto& layer : layers_) h = layer.forward(h, batch_, tokens_, mask_);
-    return head_.forward(ln_f_.forward(h.reshaped(shape{batch_ * tokens_, d})));
+    last_only_ = last_only;
+    return head_.forward(ln_f_.forward(last_only ? last_rows(h, batch_, tokens_, last_, *backend_) : h.reshaped(shape{batch_ * tokens_, d})));
   }
 
   /// The Layer entry point: token ids stored as scalars [batch, tokens]; leading pad_token_id tokens are padding.
@@ -271,7 +273,7 @@ class gpt2 {
   /// d logits -> an empty view (ids have no gradient); parameter gradients accumulate. With the backbone frozen,
   /// backward stops below the lowest layer with an adapter.
   const_tensor_view<B> backward(const_tensor_view<B> logits_gradient) {
-    if (batch_ == 0) throw_invalid_argument("gpt2::backward", "called before forward");
+    if (batch_ == 0 || last_only_) throw_invalid_argument("gpt2::backward", "called before a (whole-sequence) forward");
     const index_t d = config_.n_embd;
     const_tensor_view<B> g = ln_f_.backward(head_.backward(logits_gradient)).reshaped(shape{batch_, tokens_, d});
     std::size_t lowest = 0;
@@ -361,7 +363,8 @@ class gpt2 {
   lm_head<B> head_;
   bool backbone_trainable_ = true;
   index_t batch_ = 0, tokens_ = 0;
-  tensor<B> embedded_, mask_;
+  bool last_only_ = false;
+  tensor<B> embedded_, mask_, last_;
 };
 
 }  // namespace treelora

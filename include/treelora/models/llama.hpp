@@ -301,8 +301,10 @@ class llama {
     for (auto& layer : layers_) layer.set_cache(batch, capacity);
   }
 
-  /// ids [batch * tokens] with their layout -> logits [batch * tokens, vocabulary].
-  const_tensor_view<B> forward_tokens(std::span<const index_t> ids, const token_layout& layout) {
+  /// ids [batch * tokens] with their layout -> logits [batch * tokens, vocabulary], or with `last_only` the logits of
+  /// each sequence's last token [batch, vocabulary] (generation: the head is the largest product at a step, and
+  /// backward is refused after it).
+  const_tensor_view<B> forward_tokens(std::span<const index_t> ids, const token_layout& layout, bool last_only = false) {
     if (static_cast<index_t>(ids.size()) != layout.batch * layout.tokens || layout.left_padding.size() != std::size_t(layout.batch))
       throw_invalid_argument("llama::forward_tokens", concat(ids.size(), " ids do not fit ", layout.batch, " sequences of ",
                                                              layout.tokens, " tokens"));
@@ -316,7 +318,8 @@ class llama {
     causal_attention_mask<B>(layout, mask_, *backend_);
     const llama_detail::layer_inputs<B> in{batch_, tokens_, mask_, cos_, sin_};
     for (auto& layer : layers_) h = layer.forward(h, in);
-    return lm_head_.forward(norm_.forward(h.reshaped(shape{batch_ * tokens_, d})));
+    last_only_ = last_only;
+    return lm_head_.forward(norm_.forward(last_only ? last_rows(h, batch_, tokens_, last_, *backend_) : h.reshaped(shape{batch_ * tokens_, d})));
   }
 
   /// The Layer entry point: token ids stored as scalars [batch, tokens]; leading pad_token_id tokens are padding.
@@ -328,7 +331,7 @@ class llama {
   /// d logits [batch * tokens, vocabulary] -> nothing (ids have no gradient): returns an empty view. Parameter
   /// gradients accumulate. With the backbone frozen, backward stops below the lowest layer with an adapter.
   const_tensor_view<B> backward(const_tensor_view<B> logits_gradient) {
-    if (batch_ == 0) throw_invalid_argument("llama::backward", "called before forward");
+    if (batch_ == 0 || last_only_) throw_invalid_argument("llama::backward", "called before a (whole-sequence) forward");
     const_tensor_view<B> g = norm_.backward(lm_head_.backward(logits_gradient));
     g = g.reshaped(shape{batch_, tokens_, config_.hidden_size});
     std::size_t lowest = 0;
@@ -439,7 +442,8 @@ class llama {
   std::vector<double> inverse_frequencies_;
   bool backbone_trainable_ = true;
   index_t batch_ = 0, tokens_ = 0;
-  tensor<B> mask_, cos_, sin_;
+  bool last_only_ = false;
+  tensor<B> mask_, cos_, sin_, last_;
 };
 
 }  // namespace treelora

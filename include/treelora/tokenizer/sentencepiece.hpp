@@ -139,7 +139,7 @@ struct sentencepiece_training_options {
   /// The trainer samples sentences with this seed (it is process-wide in the library).
   unsigned seed = 0;
   /// Any other trainer flag, by its spm_train name without dashes ("user_defined_symbols": "<tab>,<br>").
-  std::unordered_map<std::string, std::string> extra;
+  std::unordered_map<std::string, std::string> extra = {};
 };
 
 namespace detail::tokenizer {
