@@ -9,6 +9,8 @@
 #include <numeric>
 
 #include "treelora/backend/cuda_backend.hpp"
+#include "treelora/models/gpt2.hpp"
+#include "treelora/models/llama.hpp"
 #include "treelora/models/vit.hpp"
 
 using namespace treelora;
@@ -539,4 +541,54 @@ TEST_CASE_TEMPLATE("one ViT training step (forward, cross-entropy, backward, Ada
       CHECK(relative_error(gpu_params[i].value->to_host(), cpu_params[i].value->to_host()) < 1000 * tol<S>);
     }
   }
+}
+
+TEST_CASE_TEMPLATE("language models on the GPU equal the CPU: Llama (GQA, llama3 RoPE, untied) and GPT-2 (fused c_attn), "
+                   "a left-padded batch's logits, loss and LoRA gradients, and cached generation", S, float, double) {
+  TREELORA_SKIP_WITHOUT_CUDA_DEVICE();
+  twin<S> w;
+  using C = cpu_backend<S>;
+  using G = cuda_backend<S>;
+  llama_config lc;
+  lc.vocab_size = 50, lc.hidden_size = 32, lc.intermediate_size = 40, lc.num_hidden_layers = 2, lc.num_attention_heads = 4;
+  lc.num_key_value_heads = 2, lc.max_position_embeddings = 64, lc.rope_scaling = rope_llama3_scaling{8.0, 1.0, 4.0, 16};
+  lc.tie_word_embeddings = false, lc.pad_token_id = 0, lc.initializer_range = 0.2, lc.lora_targets = {"q_proj", "v_proj", "down_proj"};
+  gpt2_config gc;
+  gc.vocab_size = 50, gc.n_positions = 32, gc.n_embd = 32, gc.n_layer = 2, gc.n_head = 4, gc.pad_token_id = 0;
+  gc.initializer_range = 0.2, gc.lora_targets = {"c_attn", "c_proj"};
+  const std::vector<index_t> ids = {1, 5, 9, 13, 7, 2, 0, 0, 1, 4, 22, 2};
+  const std::vector<unsigned char> counted = {0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 1, 1};
+  const auto labels = next_token_labels(ids, counted, 6);
+  const auto check_model = [&](auto& cpu_model, auto& gpu_model) {
+    auto cpu_params = parameters(cpu_model);
+    auto gpu_params = parameters(gpu_model);
+    for (auto& p : cpu_params)
+      if (p.name.ends_with("lora_b")) fill_normal<C>(*p.value, 0, S(0.1), std::hash<std::string>{}(p.name));
+    copy_parameters<S>(cpu_params, gpu_params);
+    zero_gradients(cpu_params), zero_gradients(gpu_params);
+    const auto layout = left_padded_layout(ids, 2, 6, 0);
+    const auto cpu_logits = cpu_model.forward_tokens(ids, layout);
+    const auto gpu_logits = gpu_model.forward_tokens(ids, layout);
+    CHECK(relative_error(gpu_logits.to_host(), cpu_logits.to_host()) < 100 * tol<S>);
+    tensor<C> cg(w.host_backend, cpu_logits.shape());
+    tensor<G> gg(w.device_backend, gpu_logits.shape());
+    const double cpu_loss = token_cross_entropy_loss<C>(cpu_logits, labels, cg);
+    const double gpu_loss = token_cross_entropy_loss<G>(gpu_logits, labels, gg);
+    CHECK(gpu_loss == doctest::Approx(cpu_loss).epsilon(100 * tol<S>));
+    cpu_model.backward(cg), gpu_model.backward(gg);
+    for (std::size_t i = 0; i < cpu_params.size(); ++i) {
+      if (!cpu_params[i].trainable) continue;
+      INFO(cpu_params[i].name);
+      CHECK(relative_error(gpu_params[i].gradient->to_host(), cpu_params[i].gradient->to_host()) < 1000 * tol<S>);
+    }
+    const std::vector<std::vector<index_t>> prompts = {{1, 5, 9}, {1, 4}};
+    const generation_options options{.max_new_tokens = 6, .stop_ids = {2}};
+    CHECK(generate_greedy(gpu_model, prompts, options).tokens == generate_greedy(cpu_model, prompts, options).tokens);
+  };
+  llama<C> cpu_llama(w.host_backend, lc);
+  llama<G> gpu_llama(w.device_backend, lc);
+  check_model(cpu_llama, gpu_llama);
+  gpt2<C> cpu_gpt2(w.host_backend, gc);
+  gpt2<G> gpu_gpt2(w.device_backend, gc);
+  check_model(cpu_gpt2, gpu_gpt2);
 }
