@@ -7,7 +7,11 @@ packages=(cmake ninja-build g++ pkg-config libeigen3-dev libopenblas-dev zlib1g-
           clang libclang-rt-dev  # the libFuzzer harnesses (tests/fuzz/): clang++ and its libFuzzer/ASan/UBSan runtimes
           libpcre2-dev libsentencepiece-dev sentencepiece  # tokenizers: PCRE2 for byte-level BPE's Unicode regexes,
                                                            # SentencePiece's library and spm_encode (tests' oracle)
-          python3-regex)  # only for tests/data/tokenizer/make_golden.py (the GPT-2 encoder.py oracle)
+          python3-regex  # only for tests/data/tokenizer/make_golden.py (the GPT-2 encoder.py oracle)
+          # the text task stream's sources (data/text_tasks.hpp, docs/text-benchmark.md); coreutils' fr catalogue,
+          # manpages and libpython3-stdlib are usually present already
+          wordnet-base libpython3-stdlib trans-de-en dict-foldoc fortunes fortunes-min fortunes-de fortunes-es
+          fortunes-it fortunes-ru coreutils manpages manpages-dev bsdgames)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
