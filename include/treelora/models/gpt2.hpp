@@ -187,7 +187,7 @@ class gpt2 {
   using adapter_type = typename F::template adapter<B>;
   using adapter_config = typename F::config;
 
-  gpt2(B& backend, const gpt2_config& config) : gpt2(backend, config, default_adapter_config(config)) {}
+  gpt2(B& backend, const gpt2_config& config) : gpt2(backend, config, model_detail::default_adapter_config<adapter_config>(config)) {}
 
   gpt2(B& backend, const gpt2_config& config, const adapter_config& adapter)
       : backend_(&backend),
@@ -276,15 +276,8 @@ class gpt2 {
     if (batch_ == 0 || last_only_) throw_invalid_argument("gpt2::backward", "called before a (whole-sequence) forward");
     const index_t d = config_.n_embd;
     const_tensor_view<B> g = ln_f_.backward(head_.backward(logits_gradient)).reshaped(shape{batch_, tokens_, d});
-    std::size_t lowest = 0;
-    if (!backbone_trainable_) {
-      lowest = layers_.size();
-      for (std::size_t i = 0; i < layers_.size(); ++i)
-        if (layers_[i].has_adapter()) {
-          lowest = i;
-          break;
-        }
-    }
+    std::size_t lowest = 0;  // a frozen backbone below the lowest adapter needs no gradient
+    while (!backbone_trainable_ && lowest < layers_.size() && !layers_[lowest].has_adapter()) ++lowest;
     for (std::size_t i = layers_.size(); i-- > lowest;) g = layers_[i].backward(g);
     if (backbone_trainable_) {
       wte_.backward(g.reshaped(shape{batch_ * tokens_, d}));
@@ -302,23 +295,8 @@ class gpt2 {
     ln_f_.collect_parameters(out, join_name(prefix, "transformer.ln_f"));
   }
 
-  std::vector<adapter_view<B>> adapters() {
-    std::vector<adapter_view<B>> out;
-    for (std::size_t i = 0; i < layers_.size(); ++i)
-      for (auto& [name, module] : layers_[i].projections()) {
-        if (!module->has_adapter()) continue;
-        auto& a = module->adapter();
-        out.push_back({concat("transformer.h.", i, ".", name), &a.a(), &a.a_gradient(), &a.b(), &a.b_gradient(), &a.gradients_enabled()});
-      }
-    return out;
-  }
-  std::vector<adapter_type*> factorized_adapters() {
-    std::vector<adapter_type*> out;
-    for (auto& layer : layers_)
-      for (auto& [name, module] : layer.projections())
-        if (module->has_adapter()) out.push_back(&module->adapter());
-    return out;
-  }
+  std::vector<adapter_view<B>> adapters() { return model_detail::adapter_views<B>(layers_, "transformer.h."); }
+  std::vector<adapter_type*> factorized_adapters() { return model_detail::typed_adapters<adapter_type>(layers_); }
 
   std::uint64_t backbone_fingerprint() { return parameters_fingerprint<B>(backbone_parameters(), "treelora gpt2 backbone"); }
 
@@ -331,30 +309,13 @@ class gpt2 {
     if (!backbone_trainable_) ar.expect("backbone_fingerprint", backbone_fingerprint());
     else
       for (auto& p : backbone_parameters()) ar.tensor_of_shape(p.name, *p.value, *backend_, p.value->shape());
-    for (std::size_t i = 0; i < layers_.size(); ++i)
-      for (auto& [name, module] : layers_[i].projections())
-        if (module->has_adapter()) module->adapter().checkpoint(ar.scope(concat("transformer.h.", i, ".", name)));
+    model_detail::checkpoint_adapters(ar, layers_, "transformer.h.");
   }
 
-  parameter_list<B> backbone_parameters() {
-    parameter_list<B> all, out;
-    collect_parameters(all, "");
-    for (auto& p : all)
-      if (p.name.find(".lora_") == std::string::npos) out.push_back(p);
-    return out;
-  }
+  /// Every parameter but the adapters'.
+  parameter_list<B> backbone_parameters() { return model_detail::without_adapters<B>(parameters(*this)); }
 
  private:
-  static adapter_config default_adapter_config(const gpt2_config& config) {
-    if constexpr (std::is_same_v<adapter_config, standard_lora::config>) {
-      return config.lora().lora;
-    } else {
-      adapter_config c{};
-      if constexpr (requires { c.rank = config.lora_rank; }) c.rank = config.lora_rank;
-      return c;
-    }
-  }
-
   B* backend_;
   gpt2_config config_;
   embedding<B> wte_, wpe_;

@@ -241,7 +241,7 @@ class llama {
   using adapter_type = typename F::template adapter<B>;
   using adapter_config = typename F::config;
 
-  llama(B& backend, const llama_config& config) : llama(backend, config, default_adapter_config(config)) {}
+  llama(B& backend, const llama_config& config) : llama(backend, config, model_detail::default_adapter_config<adapter_config>(config)) {}
 
   llama(B& backend, const llama_config& config, const adapter_config& adapter)
       : backend_(&backend),
@@ -334,15 +334,8 @@ class llama {
     if (batch_ == 0 || last_only_) throw_invalid_argument("llama::backward", "called before a (whole-sequence) forward");
     const_tensor_view<B> g = norm_.backward(lm_head_.backward(logits_gradient));
     g = g.reshaped(shape{batch_, tokens_, config_.hidden_size});
-    std::size_t lowest = 0;
-    if (!backbone_trainable_) {
-      lowest = layers_.size();
-      for (std::size_t i = 0; i < layers_.size(); ++i)
-        if (layers_[i].has_adapter()) {
-          lowest = i;
-          break;
-        }
-    }
+    std::size_t lowest = 0;  // a frozen backbone below the lowest adapter needs no gradient
+    while (!backbone_trainable_ && lowest < layers_.size() && !layers_[lowest].has_adapter()) ++lowest;
     for (std::size_t i = layers_.size(); i-- > lowest;) g = layers_[i].backward(g);
     if (backbone_trainable_) embed_tokens_.backward(g.reshaped(shape{batch_ * tokens_, config_.hidden_size}));
     return {};
@@ -358,23 +351,8 @@ class llama {
   }
 
   /// The adapters in model order: model.layers.0.self_attn.q_proj, model.layers.0.self_attn.v_proj, ...
-  std::vector<adapter_view<B>> adapters() {
-    std::vector<adapter_view<B>> out;
-    for (std::size_t i = 0; i < layers_.size(); ++i)
-      for (auto& [name, module] : layers_[i].projections()) {
-        if (!module->has_adapter()) continue;
-        auto& a = module->adapter();
-        out.push_back({concat("model.layers.", i, ".", name), &a.a(), &a.a_gradient(), &a.b(), &a.b_gradient(), &a.gradients_enabled()});
-      }
-    return out;
-  }
-  std::vector<adapter_type*> factorized_adapters() {
-    std::vector<adapter_type*> out;
-    for (auto& layer : layers_)
-      for (auto& [name, module] : layer.projections())
-        if (module->has_adapter()) out.push_back(&module->adapter());
-    return out;
-  }
+  std::vector<adapter_view<B>> adapters() { return model_detail::adapter_views<B>(layers_, "model.layers."); }
+  std::vector<adapter_type*> factorized_adapters() { return model_detail::typed_adapters<adapter_type>(layers_); }
 
   /// FNV-1a-64 of the base weights (everything but the adapters).
   std::uint64_t backbone_fingerprint() { return parameters_fingerprint<B>(backbone_parameters(), "treelora llama backbone"); }
@@ -392,30 +370,13 @@ class llama {
     if (!backbone_trainable_) ar.expect("backbone_fingerprint", backbone_fingerprint());
     else
       for (auto& p : backbone_parameters()) ar.tensor_of_shape(p.name, *p.value, *backend_, p.value->shape());
-    for (std::size_t i = 0; i < layers_.size(); ++i)
-      for (auto& [name, module] : layers_[i].projections())
-        if (module->has_adapter()) module->adapter().checkpoint(ar.scope(concat("model.layers.", i, ".", name)));
+    model_detail::checkpoint_adapters(ar, layers_, "model.layers.");
   }
 
-  parameter_list<B> backbone_parameters() {
-    parameter_list<B> all, out;
-    collect_parameters(all, "");
-    for (auto& p : all)
-      if (p.name.find(".lora_") == std::string::npos) out.push_back(p);
-    return out;
-  }
+  /// Every parameter but the adapters'.
+  parameter_list<B> backbone_parameters() { return model_detail::without_adapters<B>(parameters(*this)); }
 
  private:
-  static adapter_config default_adapter_config(const llama_config& config) {
-    if constexpr (std::is_same_v<adapter_config, standard_lora::config>) {
-      return config.lora().lora;
-    } else {
-      adapter_config c{};
-      if constexpr (requires { c.rank = config.lora_rank; }) c.rank = config.lora_rank;
-      return c;
-    }
-  }
-
   /// cos and sin of every token's angles, [batch * tokens, head_dim / 2], computed in double and rounded.
   void rope_tables(const token_layout& layout) {
     const index_t half = config_.head_width() / 2;

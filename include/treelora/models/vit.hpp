@@ -89,7 +89,7 @@ class vit {
 
   /// Standard LoRA reads rank, alpha and dropout from `config`; another factorisation starts from its default
   /// config with `rank = lora_rank` (when it has a rank). The adapter seed is always config.seed.
-  vit(B& backend, const vit_config& config) : vit(backend, config, default_adapter_config(config)) {}
+  vit(B& backend, const vit_config& config) : vit(backend, config, model_detail::default_adapter_config<adapter_config>(config)) {}
 
   /// The adapters configured by `adapter` (its seed is replaced by config.seed, then derived per module).
   vit(B& backend, const vit_config& config, const adapter_config& adapter)
@@ -246,27 +246,11 @@ class vit {
 
   /// The LoRA adapters in model order: blocks.0.attn.q, blocks.0.attn.v, blocks.1.attn.q, ... (within a block the
   /// order is q, k, v, o, fc1, fc2, keeping only the targets).
-  std::vector<adapter_view<B>> adapters() {
-    std::vector<adapter_view<B>> out;
-    for (std::size_t i = 0; i < blocks_.size(); ++i)
-      for (auto& [name, module] : blocks_[i].projections()) {
-        if (!module->has_adapter()) continue;
-        auto& a = module->adapter();
-        out.push_back({concat("blocks.", i, ".", name), &a.a(), &a.a_gradient(), &a.b(), &a.b_gradient(),
-                       &a.gradients_enabled()});
-      }
-    return out;
-  }
+  std::vector<adapter_view<B>> adapters() { return model_detail::adapter_views<B>(blocks_, "blocks."); }
 
   /// The typed adapters in the same model order as adapters(): what a strategy calls for task-boundary operations
   /// (InfLoRA's fixed A, O-LoRA's new branch, DualLoRA's bases).
-  std::vector<adapter_type*> factorized_adapters() {
-    std::vector<adapter_type*> out;
-    for (auto& block : blocks_)
-      for (auto& [name, module] : block.projections())
-        if (module->has_adapter()) out.push_back(&module->adapter());
-    return out;
-  }
+  std::vector<adapter_type*> factorized_adapters() { return model_detail::typed_adapters<adapter_type>(blocks_); }
 
   /// FNV-1a-64 of the backbone's parameters (names, shapes and values): which pre-trained weights the model holds.
   std::uint64_t backbone_fingerprint() {
@@ -302,9 +286,7 @@ class vit {
       const bool head = p.name.starts_with("head."), adapter = p.name.find(".lora_") != std::string::npos;
       if (head || (backbone_trainable_ && !adapter)) ar.tensor_of_shape(p.name, *p.value, *backend_, p.value->shape());
     }
-    for (std::size_t i = 0; i < blocks_.size(); ++i)
-      for (auto& [name, module] : blocks_[i].projections())
-        if (module->has_adapter()) module->adapter().checkpoint(ar.scope(concat("blocks.", i, ".", name)));
+    model_detail::checkpoint_adapters(ar, blocks_, "blocks.");
   }
 
   /// The backbone's parameters (everything but the head and the adapters) copied to the host as float.
@@ -346,16 +328,6 @@ class vit {
     for (auto& p : all)
       if (!p.name.starts_with("head.") && p.name.find(".lora_") == std::string::npos) out.push_back(p);
     return out;
-  }
-
-  static adapter_config default_adapter_config(const vit_config& config) {
-    if constexpr (std::is_same_v<adapter_config, standard_lora::config>) {
-      return config.lora().lora;
-    } else {
-      adapter_config c{};
-      if constexpr (requires { c.rank = config.lora_rank; }) c.rank = config.lora_rank;
-      return c;
-    }
   }
 
   /// Index lists of the gathers, rebuilt only when the batch size changes (no allocation once at the largest).

@@ -67,36 +67,17 @@
 
 #include "treelora/core/error.hpp"
 #include "treelora/io/json.hpp"
+#include "treelora/core/utf8.hpp"
 #include "treelora/tokenizer/tokenizer.hpp"
 
 namespace treelora {
 
 namespace detail::tokenizer {
 
-/// The length of the valid UTF-8 character at the start of `text`, or 0 when it does not start with one (a
-/// stray continuation byte, an overlong form, a surrogate, a code point over U+10FFFF, a truncated sequence).
-/// The same rules as PCRE2's UTF check, which step 2 of encode relies on when it passes PCRE2_NO_UTF_CHECK.
-inline std::size_t utf8_char_length(std::string_view text) {
-  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
-  const auto continuation = [&](std::size_t i) { return (byte(i) & 0xC0u) == 0x80u; };
-  const unsigned lead = byte(0);
-  if (lead < 0x80) return 1;
-  if (lead < 0xC2) return 0;  // a continuation byte, or the lead of an overlong two-byte form
-  if (lead < 0xE0) return text.size() >= 2 && continuation(1) ? 2 : 0;
-  if (lead < 0xF0) {
-    if (text.size() < 3 || !continuation(1) || !continuation(2)) return 0;
-    if (lead == 0xE0 && byte(1) < 0xA0) return 0;   // overlong
-    if (lead == 0xED && byte(1) >= 0xA0) return 0;  // U+D800..U+DFFF, surrogates
-    return 3;
-  }
-  if (lead < 0xF5) {
-    if (text.size() < 4 || !continuation(1) || !continuation(2) || !continuation(3)) return 0;
-    if (lead == 0xF0 && byte(1) < 0x90) return 0;   // overlong
-    if (lead == 0xF4 && byte(1) >= 0x90) return 0;  // over U+10FFFF
-    return 4;
-  }
-  return 0;
-}
+/// The length of the valid UTF-8 character at the start of `text`, or 0 when it does not start with one
+/// (core/utf8.hpp: RFC 3629, the same rules as PCRE2's UTF check, which step 2 of encode relies on when it passes
+/// PCRE2_NO_UTF_CHECK; the tests compare the two on every 1-4 byte sequence that matters).
+inline std::size_t utf8_char_length(std::string_view text) { return utf8::char_length(text); }
 
 /// GPT-2's bytes_to_unicode (openai/gpt-2 src/encoder.py): printable Latin-1 bytes stand for themselves, the
 /// other 68 bytes for U+0100..U+0143, so that every byte is a visible character in the vocabulary's keys.
