@@ -1,0 +1,85 @@
+// treelora/metrics/text_evaluation.hpp: scoring a language model on a text task (docs/text-benchmark.md):
+//   evaluate_text_task:  greedy answers to every test prompt (models/causal_lm.hpp, key/value cache, batched), the
+//                        answer decoded up to EOS, scored by the task's metric (metrics/text_metrics.hpp), in [0, 1];
+//   answer_loss:         the held-out loss, next-token cross-entropy over the answer tokens and EOS only, the mean
+//                        over every counted token of the set (not a mean of batch means).
+#pragma once
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "treelora/data/text_batches.hpp"
+#include "treelora/layers/cross_entropy.hpp"
+#include "treelora/metrics/text_metrics.hpp"
+#include "treelora/models/causal_lm.hpp"
+
+namespace treelora {
+
+struct text_evaluation_options {
+  index_t batch_size = 16;
+  index_t max_new_tokens = 32;  ///< generation stops at EOS or here
+  text_batch_options budgets = {};
+};
+
+struct text_evaluation {
+  double score = 0;                      ///< the mean of the metric over the examples, in [0, 1]
+  std::vector<std::string> predictions;  ///< the decoded answers, in example order
+};
+
+/// Greedy answers to `examples`' prompts, scored by `metric` against their answers.
+template <class LM, Tokenizer T>
+text_evaluation evaluate_text_task(LM& model, const T& tokenizer, const std::vector<text_example>& examples,
+                                   std::string_view metric, const text_evaluation_options& options = {}) {
+  if (examples.empty()) throw_invalid_argument("evaluate_text_task", "no examples");
+  if (options.batch_size <= 0) throw_invalid_argument("evaluate_text_task", concat("batch size ", options.batch_size, " must be positive"));
+  text_evaluation out;
+  std::vector<std::string> targets;
+  const index_t eos = tokenizer.eos_id();
+  for (std::size_t first = 0; first < examples.size(); first += std::size_t(options.batch_size)) {
+    const std::size_t last = std::min(examples.size(), first + std::size_t(options.batch_size));
+    std::vector<std::vector<index_t>> prompts;
+    for (std::size_t i = first; i < last; ++i) {
+      prompts.push_back(tokenize_example(tokenizer, examples[i], options.budgets).prompt);
+      targets.push_back(examples[i].answer);
+    }
+    const auto generated = generate_greedy(model, prompts, {.max_new_tokens = options.max_new_tokens, .stop_ids = {eos}});
+    for (const auto& ids : generated.tokens) {
+      std::vector<std::int32_t> answer;
+      for (index_t id : ids)
+        if (id != eos) answer.push_back(static_cast<std::int32_t>(id));
+      out.predictions.push_back(tokenizer.decode(answer));
+    }
+  }
+  out.score = mean_text_score(std::string(metric), out.predictions, targets);
+  return out;
+}
+
+/// The mean next-token cross-entropy over the answer tokens and EOS of `examples` (forward only).
+template <class LM, Tokenizer T>
+double answer_loss(LM& model, const T& tokenizer, const std::vector<text_example>& examples, const text_evaluation_options& options = {}) {
+  using B = typename LM::backend_type;
+  if (examples.empty()) throw_invalid_argument("answer_loss", "no examples");
+  const index_t pad = model.pad_token_id();
+  if (pad < 0) throw_invalid_argument("answer_loss", "the model has no pad_token_id: batches of several lengths need one");
+  double total = 0;
+  index_t counted_tokens = 0;
+  tensor<B> gradient;
+  for (std::size_t first = 0; first < examples.size(); first += std::size_t(options.batch_size)) {
+    const std::size_t last = std::min(examples.size(), first + std::size_t(options.batch_size));
+    std::vector<tokenized_example> tokenized;
+    for (std::size_t i = first; i < last; ++i) tokenized.push_back(tokenize_example(tokenizer, examples[i], options.budgets));
+    std::vector<const tokenized_example*> pointers;
+    for (const auto& t : tokenized) pointers.push_back(&t);
+    const token_batch batch = make_token_batch(pointers, pad);
+    const auto labels = next_token_labels(batch.ids, batch.counted, batch.tokens);
+    const index_t n = index_t(std::count_if(labels.begin(), labels.end(), [](index_t l) { return l != ignored_label; }));
+    const auto logits = model.forward_tokens(batch.ids, left_padded_layout(batch.ids, batch.batch, batch.tokens, pad));
+    gradient.resize(model.backend(), logits.shape());
+    total += token_cross_entropy_loss<B>(logits, labels, gradient) * double(n);
+    counted_tokens += n;
+  }
+  return total / double(counted_tokens);
+}
+
+}  // namespace treelora
