@@ -7,7 +7,6 @@
 #include <filesystem>
 #include <string>
 #include <vector>
-
 #include "treelora/models/hf_causal_lm.hpp"
 #include "treelora/optim/adam.hpp"
 #include "treelora/tokenizer/byte_level_bpe.hpp"
@@ -15,7 +14,6 @@
 
 using namespace treelora;
 using B = cpu_backend<float>;
-
 const std::vector<std::pair<std::string, std::string>> examples = {
     {"The capital of France is", " Paris."}, {"The capital of Italy is", " Rome."},
     {"Two plus two is", " four."},           {"The opposite of hot is", " cold."}};
