@@ -12,6 +12,7 @@
 #include <cmath>
 #include <limits>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "treelora/tensor/ops.hpp"
@@ -85,6 +86,17 @@ double cross_entropy_loss(const_tensor_view<B> logits, std::span<const index_t> 
   return loss;
 }
 
+namespace detail {
+/// max_c z_c and sum_c exp(z_c - max) of one row, in double: log-sum-exp = top + log(normaliser).
+template <class S>
+std::pair<double, double> shifted_exp_sum(const S* z, index_t n) {
+  double top = -std::numeric_limits<double>::infinity(), normaliser = 0;
+  for (index_t c = 0; c < n; ++c) top = std::max(top, static_cast<double>(z[c]));
+  for (index_t c = 0; c < n; ++c) normaliser += std::exp(static_cast<double>(z[c]) - top);
+  return {top, normaliser};
+}
+}  // namespace detail
+
 /// The label of a row that does not count (PyTorch's ignore_index).
 inline constexpr index_t ignored_label = -100;
 
@@ -131,9 +143,7 @@ double token_cross_entropy_loss(const_tensor_view<B> logits, std::span<const ind
         total -= std::log(p);
       } else {
         const S* z = logits.data() + r * vocabulary;
-        double top = -std::numeric_limits<double>::infinity(), normaliser = 0;
-        for (index_t c = 0; c < vocabulary; ++c) top = std::max(top, static_cast<double>(z[c]));
-        for (index_t c = 0; c < vocabulary; ++c) normaliser += std::exp(static_cast<double>(z[c]) - top);
+        const auto [top, normaliser] = detail::shifted_exp_sum(z, vocabulary);
         total += std::log(normaliser) - (static_cast<double>(z[label]) - top);
       }
       g[label] -= static_cast<S>(inv_counted);
@@ -154,9 +164,7 @@ double token_cross_entropy_loss(const_tensor_view<B> logits, std::span<const ind
       std::fill(z, z + vocabulary, S(0));
       continue;
     }
-    double top = -std::numeric_limits<double>::infinity(), normaliser = 0;
-    for (index_t c = 0; c < vocabulary; ++c) top = std::max(top, static_cast<double>(z[c]));
-    for (index_t c = 0; c < vocabulary; ++c) normaliser += std::exp(static_cast<double>(z[c]) - top);
+    const auto [top, normaliser] = detail::shifted_exp_sum(z, vocabulary);
     total += std::log(normaliser) - (static_cast<double>(z[label]) - top);
     for (index_t c = 0; c < vocabulary; ++c)
       z[c] = static_cast<S>((std::exp(static_cast<double>(z[c]) - top) / normaliser - (c == label ? 1.0 : 0.0)) * inv_counted);

@@ -209,14 +209,14 @@ generation_result generate_greedy(LM& model, const std::vector<std::vector<index
     }
     layout.tokens = tokens;
     const auto logits = model.forward_tokens(ids, layout, /*last_only=*/true);  // [batch, vocabulary]
-    std::vector<float> last(std::size_t(batch * vocabulary));
+    const auto all = logits.to_host();  // one copy per step
+    std::vector<float> last(all.begin(), all.end());
     for (index_t b = 0; b < batch; ++b) {
-      const auto row = logits.row_range(b, 1).to_host();
-      std::copy(row.begin(), row.end(), last.begin() + b * vocabulary);
+      const auto* row = all.data() + b * vocabulary;
       index_t best = 0;
       for (index_t v = 1; v < vocabulary; ++v)
-        if (row[std::size_t(v)] > row[std::size_t(best)]) best = v;
-      if (!std::isfinite(static_cast<double>(row[std::size_t(best)])))
+        if (row[v] > row[best]) best = v;
+      if (!std::isfinite(static_cast<double>(row[best])))
         throw_runtime_error("generate_greedy", concat("step ", step, ", prompt ", b, ": the logits are not finite"));
       auto& seq = sequences[std::size_t(b)];
       if (done[std::size_t(b)]) {

@@ -407,27 +407,12 @@ peft_adapter make_peft_adapter_lm(LM& model, const peft_lm_export_options& optio
     targets.insert(views[i].name.substr(views[i].name.rfind('.') + 1));
   }
   const auto& first = modules.front()->configuration();
-  nlohmann::json& c = out.config;
-  c = nlohmann::json::object();
-  c["alpha_pattern"] = alpha_pattern;
-  c["auto_mapping"] = nullptr;
-  c["base_model_name_or_path"] = options.base_model_name_or_path;
-  c["bias"] = "none";
-  c["fan_in_fan_out"] = views.front().name.starts_with("transformer.");  // GPT-2's Conv1D
-  c["inference_mode"] = true;
-  c["init_lora_weights"] = true;
-  c["layers_pattern"] = nullptr;
-  c["layers_to_transform"] = nullptr;
-  c["lora_alpha"] = peft_detail::number(alpha0);
-  c["lora_dropout"] = first.dropout;
-  c["modules_to_save"] = nullptr;
-  c["peft_type"] = "LORA";
-  c["r"] = rank0;
-  c["rank_pattern"] = rank_pattern;
-  c["revision"] = nullptr;
-  c["target_modules"] = nlohmann::json(std::vector<std::string>(targets.begin(), targets.end()));
-  c["task_type"] = "CAUSAL_LM";
-  c["use_rslora"] = first.rank_stabilized && !options.portable_rslora;
+  out.config = peft_detail::lora_config_json(
+      {.alpha_pattern = alpha_pattern, .rank_pattern = rank_pattern,
+       .target_modules = nlohmann::json(std::vector<std::string>(targets.begin(), targets.end())), .task_type = "CAUSAL_LM",
+       .base_model_name_or_path = options.base_model_name_or_path, .alpha = alpha0, .dropout = first.dropout, .rank = rank0,
+       .rank_stabilized = first.rank_stabilized && !options.portable_rslora,
+       .fan_in_fan_out = views.front().name.starts_with("transformer.")});  // GPT-2's Conv1D
   return out;
 }
 

@@ -219,6 +219,38 @@ std::vector<module_branches> collect_branches(vit<B, F>& model, hf_vit_naming na
   }
 }
 
+/// What adapter_config.json says of a LoRA adapter; lora_config_json writes every field PEFT's save_pretrained does.
+struct lora_config_fields {
+  nlohmann::json alpha_pattern, rank_pattern, target_modules, task_type;
+  std::string base_model_name_or_path;
+  double alpha = 0, dropout = 0;
+  index_t rank = 0;
+  bool rank_stabilized = false, fan_in_fan_out = false;
+};
+inline nlohmann::json lora_config_json(const lora_config_fields& f) {
+  nlohmann::json c = nlohmann::json::object();
+  c["alpha_pattern"] = f.alpha_pattern;
+  c["auto_mapping"] = nullptr;
+  c["base_model_name_or_path"] = f.base_model_name_or_path;
+  c["bias"] = "none";
+  c["fan_in_fan_out"] = f.fan_in_fan_out;
+  c["inference_mode"] = true;
+  c["init_lora_weights"] = true;
+  c["layers_pattern"] = nullptr;
+  c["layers_to_transform"] = nullptr;
+  c["lora_alpha"] = number(f.alpha);
+  c["lora_dropout"] = f.dropout;
+  c["modules_to_save"] = nullptr;
+  c["peft_type"] = "LORA";
+  c["r"] = f.rank;
+  c["rank_pattern"] = f.rank_pattern;
+  c["revision"] = nullptr;
+  c["target_modules"] = f.target_modules;
+  c["task_type"] = f.task_type;
+  c["use_rslora"] = f.rank_stabilized;
+  return c;
+}
+
 /// The adapter of `modules` restricted to task `task` (or all tasks concatenated along the rank when task <
 /// 0).
 inline peft_adapter build(const std::vector<module_branches>& modules, const peft_export_options& options,
@@ -308,28 +340,14 @@ inline peft_adapter build(const std::vector<module_branches>& modules, const pef
     for (auto& name : names) target_modules.push_back(std::move(name));
   }
 
+  out.config = lora_config_json({.alpha_pattern = alpha_pattern, .rank_pattern = rank_pattern,
+                                 .target_modules = target_modules,
+                                 .task_type = options.naming == hf_vit_naming::vit_model ? nlohmann::json("FEATURE_EXTRACTION")
+                                                                                         : nlohmann::json(),
+                                 .base_model_name_or_path = options.base_model_name_or_path, .alpha = settings[0].alpha,
+                                 .dropout = modules[0].dropout, .rank = settings[0].rank,
+                                 .rank_stabilized = settings[0].rank_stabilized, .fan_in_fan_out = false});
   nlohmann::json& c = out.config;
-  c = nlohmann::json::object();
-  c["alpha_pattern"] = alpha_pattern;
-  c["auto_mapping"] = nullptr;
-  c["base_model_name_or_path"] = options.base_model_name_or_path;
-  c["bias"] = "none";
-  c["fan_in_fan_out"] = false;
-  c["inference_mode"] = true;
-  c["init_lora_weights"] = true;
-  c["layers_pattern"] = nullptr;
-  c["layers_to_transform"] = nullptr;
-  c["lora_alpha"] = number(settings[0].alpha);
-  c["lora_dropout"] = modules[0].dropout;
-  c["modules_to_save"] = nullptr;
-  c["peft_type"] = "LORA";
-  c["r"] = settings[0].rank;
-  c["rank_pattern"] = rank_pattern;
-  c["revision"] = nullptr;
-  c["target_modules"] = target_modules;
-  c["task_type"] =
-      options.naming == hf_vit_naming::vit_model ? nlohmann::json("FEATURE_EXTRACTION") : nlohmann::json();
-  c["use_rslora"] = settings[0].rank_stabilized;
   if (save_classifier) {
     c["modules_to_save"] = nlohmann::json::array({"classifier"});
     out.tensors[concat(key_prefix, "classifier.weight")] = host_tensor{{classes, width}, *head_weight};
