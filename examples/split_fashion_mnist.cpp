@@ -45,7 +45,8 @@ struct options {
   std::string out = "out";
   std::string data = std::string(fashion_mnist_directory);
   std::string cache = "treelora-cache";
-  std::vector<std::string> methods = {"SeqLoRA", "TreeLoRA-reference", "TreeLoRA-paper", "InfLoRA", "O-LoRA", "DualLoRA", "Joint"};
+  std::vector<std::string> methods = {"SeqLoRA", "TreeLoRA-reference", "TreeLoRA-paper", "TreeLoRA-Thompson", "InfLoRA",
+                                      "O-LoRA", "DualLoRA", "Joint"};
   std::vector<std::uint64_t> seeds = {0, 1, 2};
   bool shuffled_order = false;  // class order: 0..9 (false) or shuffled with the seed
   index_t train_per_class = 1200, test_per_class = 500;
@@ -55,7 +56,7 @@ struct options {
   double mlp_ratio = 2.0;
   index_t rank = 8;
   double alpha = 16;
-  double reference_strength = 0.5, pull_strength = 1e-2;
+  double reference_strength = 0.5, pull_strength = 1e-2, thompson_scale = 0.2;
   index_t pretrain_epochs = 3, pretrain_images = 20000;
   std::string dual_orthogonal = "A", dual_gate = "energy", dual_calibration = "bayes";  // DualLoRA's reconstructed choices
   std::string dual_task_score = "statistics", dual_task_layers = "all", dual_temperature = "fixed", dual_drift = "local";
@@ -67,8 +68,8 @@ struct options {
   std::string preset = "default";
 };
 
-const std::vector<std::string> known_methods = {"SeqLoRA", "TreeLoRA-reference", "TreeLoRA-paper", "InfLoRA",
-                                                "O-LoRA", "DualLoRA", "Joint"};
+const std::vector<std::string> known_methods = {"SeqLoRA", "TreeLoRA-reference", "TreeLoRA-paper", "TreeLoRA-Thompson",
+                                                "InfLoRA", "O-LoRA", "DualLoRA", "Joint"};
 
 const char* usage =
     "usage: split_fashion_mnist [options]\n"
@@ -76,7 +77,8 @@ const char* usage =
     "  --out DIR                 output folder (default out)\n"
     "  --data DIR                Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)\n"
     "  --cache DIR               where the pre-trained backbone is cached (default treelora-cache)\n"
-    "  --methods A,B,...         of SeqLoRA, TreeLoRA-reference, TreeLoRA-paper, InfLoRA, O-LoRA, DualLoRA, Joint\n"
+    "  --methods A,B,...         of SeqLoRA, TreeLoRA-reference, TreeLoRA-paper, TreeLoRA-Thompson, InfLoRA, O-LoRA,\n"
+    "                            DualLoRA, Joint (TreeLoRA-Thompson: paper mode with Thompson sampling for the LCB)\n"
     "  --seeds 0,1,2             seeds (the same for every method)\n"
     "  --shuffled-order          shuffle the class order with the seed (default: 0..9)\n"
     "  --train-per-class N       training images per class, 0 = all 6000 (default 1200)\n"
@@ -86,6 +88,7 @@ const char* usage =
     "  --rank N --alpha X                                         LoRA on q and v\n"
     "  --reference-strength X    TreeLoRA reference reg (0.5)\n"
     "  --pull-strength X         TreeLoRA paper lambda (0.01)\n"
+    "  --thompson-scale X        TreeLoRA-Thompson: the sampled means' spread for an arm pulled once (0.2)\n"
     "  --pretrain-epochs N --pretrain-images N                    rotation pre-training\n"
     "  --dual-orthogonal A|B     DualLoRA orthogonal adapter: per-task fixed A (A) or shared projected LoRA (B)\n"
     "  --dual-gate G             DualLoRA gate: energy, softmax, per-basis, top1 (default energy)\n"
@@ -172,6 +175,7 @@ options parse(int argc, char** argv) {
     else if (key == "--alpha") o.alpha = real(0, 1e9);
     else if (key == "--reference-strength") o.reference_strength = real(0, 1e9);
     else if (key == "--pull-strength") o.pull_strength = real(0, 1e9);
+    else if (key == "--thompson-scale") o.thompson_scale = real(1e-9, 1e9);
     else if (key == "--pretrain-epochs") o.pretrain_epochs = count(0, 10000);
     else if (key == "--pretrain-images") o.pretrain_images = count(0, 60000);
     else if (key == "--dual-orthogonal") o.dual_orthogonal = cli::parse_choice(key, value, {"A", "B"});
@@ -208,6 +212,7 @@ json::object config_json(const options& o) {
       .add_number("heads", o.heads).add_number("mlp_ratio", o.mlp_ratio).add_number("lora_rank", o.rank)
       .add_number("lora_alpha", o.alpha).add_string("lora_targets", "q,v")
       .add_number("reference_strength", o.reference_strength).add_number("pull_strength", o.pull_strength)
+      .add_number("thompson_scale", o.thompson_scale)
       .add_number("pretrain_epochs", o.pretrain_epochs).add_number("pretrain_images", o.pretrain_images)
       .add_string("dual_orthogonal", o.dual_orthogonal).add_string("dual_gate", o.dual_gate)
       .add_string("dual_calibration", o.dual_calibration).add_string("dual_task_score", o.dual_task_score)
@@ -305,6 +310,13 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
     const index_t modules = static_cast<index_t>(model.adapters().size());
     tree_lora_paper<F> strategy({.pull_strength = o.pull_strength,
                                  .tree = {.max_depth = std::min<index_t>(5, modules)}, .seed = seed});
+    record.result = run_stream(model, stream, strategy, optimizer, run, progress);
+    record.tree = strategy.tree().nodes();
+  } else if (method == "TreeLoRA-Thompson") {
+    const index_t modules = static_cast<index_t>(model.adapters().size());
+    tree_lora_thompson<F> strategy({.pull_strength = o.pull_strength, .tree = {.max_depth = std::min<index_t>(5, modules)},
+                                    .seed = seed},
+                                   o.thompson_scale);
     record.result = run_stream(model, stream, strategy, optimizer, run, progress);
     record.tree = strategy.tree().nodes();
   } else if (method == "InfLoRA") {

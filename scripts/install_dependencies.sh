@@ -9,8 +9,8 @@ packages=(cmake ninja-build g++ pkg-config libeigen3-dev libopenblas-dev zlib1g-
                                                            # SentencePiece's library and spm_encode (tests' oracle)
           python3-regex  # only for tests/data/tokenizer/make_golden.py (the GPT-2 encoder.py oracle)
           # the text task stream's sources (data/text_tasks.hpp, docs/text-benchmark.md); coreutils' fr catalogue,
-          # manpages and libpython3-stdlib are usually present already
-          wordnet-base libpython3-stdlib trans-de-en dict-foldoc fortunes fortunes-min fortunes-de fortunes-es
+          # manpages and libpython3-stdlib are usually present already; dict-gcide: the base model's pre-training text
+          wordnet-base libpython3-stdlib trans-de-en dict-foldoc dict-gcide fortunes fortunes-min fortunes-de fortunes-es
           fortunes-it fortunes-ru coreutils manpages manpages-dev bsdgames)
 missing=()
 for p in "${packages[@]}"; do

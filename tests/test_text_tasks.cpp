@@ -590,6 +590,41 @@ std::pair<std::map<std::string, text_example>, text_task> everything_and_default
 }
 }  // namespace
 
+TEST_CASE("gcide_paragraphs: 1913 Webster paragraphs only, marks, pronunciations and braces removed") {
+  temp_directory root;
+  const std::string dictionary =
+      "00-database-info\n   This file was converted from the original database on:\n   [some header text]\n\n"
+      "Affear \\Af*fear\"\\, v. t. [OE. aferen. See\n   {Afeard}.]\n   To frighten. [Obs.] --Spenser.\n   [1913 Webster]\n\n"
+      "Dog \\Dog\\, n.\n   a member of the genus Canis that has been domesticated by man\n   [WordNet 1.5]\n\n"
+      "Blog \\Blog\\, n.\n   A web log; an online journal kept by one person.\n   [PJC]\n\n"
+      "Short \\Short\\, a.\n   Brief.\n   [1913 Webster]\n\n"
+      "Affect \\Af*fect\"\\, v. t.\n   1. To act upon; to produce an effect or change upon.\n      [1913 Webster]\n\n"
+      "            As might affect the earth with cold heat. --Milton.\n      [1913 Webster]\n";
+  write_gzip(root.path / "usr/share/dictd/gcide.dict.dz", dictionary);
+  const auto all = gcide_paragraphs(root.path);
+  REQUIRE(all.size() == 3);
+  CHECK(all[0] == "Affear , v. t. [OE. aferen. See Afeard.] To frighten. [Obs.] --Spenser.");
+  CHECK(all[1] == "Affect , v. t. 1. To act upon; to produce an effect or change upon.");
+  CHECK(all[2] == "As might affect the earth with cold heat. --Milton.");  // (under 32 bytes: "Short , a. Brief.")
+  const auto every_other = gcide_paragraphs(root.path, 2);
+  REQUIRE(every_other.size() == 2);
+  CHECK(every_other[1] == all[2]);
+  CHECK(gcide_paragraphs(root.path, 1, 10).size() == 1);  // stops once 10 bytes are read
+  CHECK_THROWS_AS(gcide_paragraphs(root.path, 0), std::invalid_argument);
+  temp_directory empty;
+  CHECK(contains(runtime_error_of([&] { gcide_paragraphs(empty.path); }), "apt-get install dict-gcide"));
+  write_gzip(empty.path / "usr/share/dictd/gcide.dict.dz", "Dog \\Dog\\, n.\n   a dog\n   [WordNet 1.5]\n");
+  CHECK(contains(runtime_error_of([&] { gcide_paragraphs(empty.path); }), "no 1913 Webster paragraph"));
+  if (std::error_code ec; fs::exists("/usr/share/dictd/gcide.dict.dz", ec)) {
+    const auto installed_corpus = gcide_paragraphs("/", 1, 2'000'000);
+    CHECK(installed_corpus.size() > 5000);
+    for (const auto& p : installed_corpus) {
+      CHECK(p.find("[1913 Webster]") == std::string::npos);
+      CHECK(p.find("[WordNet") == std::string::npos);
+    }
+  }
+}
+
 TEST_CASE("installed Debian packages: counts, the default split and known records") {
   if (installed("/usr/share/wordnet/data.noun")) {
     const auto [records, split] = everything_and_default(wordnet_sense_task);

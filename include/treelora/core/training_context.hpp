@@ -3,6 +3,8 @@
 // below both, so that neither folder needs the other.
 #pragma once
 
+#include <functional>
+
 #include "treelora/core/error.hpp"
 
 namespace treelora {
@@ -17,6 +19,10 @@ struct training_context {
   index_t steps_per_epoch = 0;  ///< T
   index_t global_step = 0;      ///< steps since the stream began
   double loss = 0;              ///< the task loss of the current micro-batch (after backward)
+  /// Set by the runner: one no-grad, evaluation-mode forward pass over the current task's training set, in order, in
+  /// batches of the given size (what a strategy that collects input statistics observes: InfLoRA). Empty outside a
+  /// runner.
+  std::function<void(index_t batch_size)> forward_training_set = {};
 };
 
 }  // namespace treelora

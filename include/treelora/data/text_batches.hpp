@@ -5,12 +5,18 @@
 //                      start, and its EOS stays: the model must learn to stop);
 //   make_token_batch:  sequences = prompt + answer, padded on the LEFT to the longest (TRACE's convention, and what
 //                      models/causal_lm.hpp's token_layout reads), with `counted` marking the answer and EOS: the
-//                      tokens the loss counts (next_token_labels, layers/cross_entropy.hpp).
+//                      tokens the loss counts (next_token_labels, layers/cross_entropy.hpp);
+//   tokenize_stream:   text tasks -> a token_stream, what the runner trains a language model on
+//                      (strategy/text_runner.hpp): every example tokenized once, the test answers kept as text.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <span>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "treelora/data/text_tasks.hpp"
@@ -78,6 +84,52 @@ inline token_batch make_token_batch(std::span<const tokenized_example* const> ex
     out.ids.insert(out.ids.end(), e.prompt.begin(), e.prompt.end());
     out.ids.insert(out.ids.end(), e.answer.begin(), e.answer.end());
     out.counted.insert(out.counted.end(), e.answer.size(), 1);
+  }
+  return out;
+}
+
+/// A text task as a language model trains on it: training and test examples as ids, the test answers as text
+/// (generations are decoded and scored against them by `metric`, metrics/text_metrics.hpp).
+struct token_task {
+  std::string name, metric;
+  std::vector<tokenized_example> train, test;
+  std::vector<std::string> test_answers;
+};
+
+/// A stream of text tasks for a language model (strategy/text_runner.hpp trains on it with run_stream).
+struct token_stream {
+  std::string name;
+  std::vector<token_task> tasks;
+  index_t vocabulary = 0;       ///< ids are below it
+  index_t pad_id = -1;          ///< left padding of a batch
+  index_t eos_id = -1;          ///< generation stops here
+  index_t max_new_tokens = 32;  ///< generation stops here too
+  std::function<std::string(std::span<const std::int32_t>)> decode = {};  ///< ids -> text (the tokenizer's)
+};
+
+/// Tokenizes `tasks` once with `tokenizer` (budgets as tokenize_example). `pad_id`: the id that pads batches on the
+/// left (the model's pad_token_id). The stream decodes generations with a copy of the tokenizer, or, for a tokenizer
+/// that cannot be copied (sentencepiece_tokenizer), with the tokenizer itself: it must then outlive the stream.
+template <Tokenizer T>
+token_stream tokenize_stream(std::string name, std::span<const text_task> tasks, const T& tokenizer, index_t pad_id,
+                             const text_batch_options& budgets = {}, index_t max_new_tokens = 32) {
+  if (tasks.empty()) throw_invalid_argument("tokenize_stream", "no tasks");
+  if (pad_id < 0 || pad_id >= tokenizer.vocab_size())
+    throw_invalid_argument("tokenize_stream", concat("pad id ", pad_id, " outside the vocabulary [0, ", tokenizer.vocab_size(), ")"));
+  if (max_new_tokens <= 0) throw_invalid_argument("tokenize_stream", concat("max_new_tokens ", max_new_tokens, " must be >= 1"));
+  token_stream out{std::move(name), {}, tokenizer.vocab_size(), pad_id, tokenizer.eos_id(), max_new_tokens, {}};
+  if constexpr (std::is_copy_constructible_v<T>)
+    out.decode = [copy = std::make_shared<const T>(tokenizer)](std::span<const std::int32_t> ids) { return copy->decode(ids); };
+  else
+    out.decode = [&tokenizer](std::span<const std::int32_t> ids) { return tokenizer.decode(ids); };
+  for (const auto& task : tasks) {
+    token_task t{task.name, task.metric, {}, {}, {}};
+    for (const auto& e : task.train) t.train.push_back(tokenize_example(tokenizer, e, budgets));
+    for (const auto& e : task.test) {
+      t.test.push_back(tokenize_example(tokenizer, e, budgets));
+      t.test_answers.push_back(e.answer);
+    }
+    out.tasks.push_back(std::move(t));
   }
   return out;
 }

@@ -821,6 +821,78 @@ inline std::vector<text_task> debian_text_tasks(const text_task_options& options
   return tasks;
 }
 
+// ---------------------------------------------------------------------------------------------------- the
+// pre-training corpus
+/// The pre-training corpus of the text benchmark's base model (dict-gcide, /usr/share/dictd/gcide.dict.dz, the
+/// Collaborative International Dictionary of English): Webster's 1913 entries as paragraphs of plain text, in the
+/// file's order. A paragraph is a run of text ended by a blank line or by a source mark (a bracketed mark naming the
+/// source, at the end of a line or before the next entry's words); it is kept when its marks name Webster and not WordNet ("[1913 Webster]", "[Webster 1913 Suppl.]", "[1913 Webster
+/// +PJC]"), and dropped otherwise ("[WordNet 1.5]": the wn-sense task reads WordNet, so the corpus leaves its
+/// entries out; "[PJC]" alone: later additions). The marks, the pronunciation between
+/// backslashes and the cross-reference braces are removed, whitespace collapsed; paragraphs under 32 bytes and the
+/// dictd header entries are left out. `every`: keep one paragraph in every `every` (1: all); `max_bytes`: stop
+/// after this many bytes of text (0: no limit).
+inline std::vector<std::string> gcide_paragraphs(const std::filesystem::path& root = "/", std::size_t every = 1,
+                                                 std::size_t max_bytes = 0) {
+  constexpr std::string_view where = "gcide_paragraphs";
+  if (every == 0) throw_invalid_argument(where, "every must be >= 1");
+  const std::string text = detail::text::read_gzip_file(root / "usr/share/dictd/gcide.dict.dz", where, "dict-gcide");
+  std::vector<std::string> out;
+  std::size_t bytes = 0, seen = 0;
+  std::string paragraph;
+  bool webster = false, other = false;
+  const auto flush = [&] {
+    std::string clean;
+    bool in_pronunciation = false;
+    for (char c : paragraph) {
+      if (c == '\\') in_pronunciation = !in_pronunciation;
+      else if (!in_pronunciation && c != '{' && c != '}') clean += c;
+    }
+    clean = detail::text::collapse_whitespace(clean);
+    if (webster && !other && clean.size() >= 32 && utf8::valid(clean) && seen++ % every == 0) {
+      bytes += clean.size();
+      out.push_back(std::move(clean));
+    }
+    paragraph.clear();
+    webster = other = false;
+  };
+  for (std::string_view line : detail::text::lines(text)) {
+    if (max_bytes > 0 && bytes >= max_bytes) {
+      paragraph.clear(), webster = false;  // (nothing more is kept)
+      break;
+    }
+    const std::string_view t = detail::text::trim(line);
+    if (t.empty()) {
+      flush();
+      continue;
+    }
+    if (t.starts_with("00-database") || t.starts_with("00database")) continue;
+    // A source mark ("[1913 Webster]", "[WordNet 1.5]", "[PJC]", "[Webster 1913 Suppl.]") ends a paragraph, at the
+    // end of a line or before the next entry's first words on the same line; a usage label ("[Obs.]") is text.
+    std::string_view rest = t;
+    for (std::size_t from = 0;;) {
+      const std::size_t open = rest.find('[', from);
+      const std::size_t close = open == std::string_view::npos ? open : rest.find(']', open);
+      if (close == std::string_view::npos) break;
+      const std::string_view mark = rest.substr(open, close + 1 - open);
+      const auto has = [&](std::string_view word) { return mark.find(word) != std::string_view::npos; };
+      if (!(has("WordNet") || has("Webster") || has("PJC") || has("Century") || has("Suppl"))) {
+        from = close + 1;
+        continue;
+      }
+      paragraph += rest.substr(0, open);
+      (has("Webster") && !has("WordNet") ? webster : other) = true;
+      flush();
+      rest = rest.substr(close + 1), from = 0;
+    }
+    paragraph += rest;
+    paragraph += '\n';
+  }
+  flush();
+  if (out.empty()) throw_runtime_error(where, "no 1913 Webster paragraph found in gcide.dict.dz");
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------------- TRACE
 /// Reads a TRACE task folder: train.json and test.json, each a JSON list of {"prompt": string, "answer":
 /// string} (other members are ignored). The split is the files' own; keys are "train/<index>" and

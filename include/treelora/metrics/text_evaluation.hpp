@@ -27,32 +27,49 @@ struct text_evaluation {
   std::vector<std::string> predictions;  ///< the decoded answers, in example order
 };
 
+/// Greedy answers to prompts already tokenized (`examples[i].prompt`: BOS + ids), decoded by `decode` (ids ->
+/// text) and scored by `metric` against `answers`.
+template <class LM, class Decode>
+text_evaluation evaluate_text_prompts(LM& model, std::span<const tokenized_example> examples, std::span<const std::string> answers,
+                                      std::string_view metric, index_t eos, Decode&& decode, index_t batch_size,
+                                      index_t max_new_tokens) {
+  if (examples.empty()) throw_invalid_argument("evaluate_text_task", "no examples");
+  if (examples.size() != answers.size())
+    throw_invalid_argument("evaluate_text_task", concat(examples.size(), " prompts for ", answers.size(), " answers"));
+  if (batch_size <= 0) throw_invalid_argument("evaluate_text_task", concat("batch size ", batch_size, " must be positive"));
+  text_evaluation out;
+  std::vector<std::vector<index_t>> prompts;
+  std::vector<std::int32_t> answer;
+  for (std::size_t first = 0; first < examples.size(); first += std::size_t(batch_size)) {
+    const std::size_t last = std::min(examples.size(), first + std::size_t(batch_size));
+    prompts.clear();
+    for (std::size_t i = first; i < last; ++i) prompts.push_back(examples[i].prompt);
+    const auto generated = generate_greedy(model, prompts, {.max_new_tokens = max_new_tokens, .stop_ids = {eos}});
+    for (const auto& ids : generated.tokens) {
+      answer.clear();
+      for (index_t id : ids)
+        if (id != eos) answer.push_back(static_cast<std::int32_t>(id));
+      out.predictions.push_back(decode(std::span<const std::int32_t>(answer)));
+    }
+  }
+  out.score = mean_text_score(std::string(metric), out.predictions, std::vector<std::string>(answers.begin(), answers.end()));
+  return out;
+}
+
 /// Greedy answers to `examples`' prompts, scored by `metric` against their answers.
 template <class LM, Tokenizer T>
 text_evaluation evaluate_text_task(LM& model, const T& tokenizer, const std::vector<text_example>& examples,
                                    std::string_view metric, const text_evaluation_options& options = {}) {
   if (examples.empty()) throw_invalid_argument("evaluate_text_task", "no examples");
-  if (options.batch_size <= 0) throw_invalid_argument("evaluate_text_task", concat("batch size ", options.batch_size, " must be positive"));
-  text_evaluation out;
+  std::vector<tokenized_example> tokenized;
   std::vector<std::string> targets;
-  const index_t eos = tokenizer.eos_id();
-  for (std::size_t first = 0; first < examples.size(); first += std::size_t(options.batch_size)) {
-    const std::size_t last = std::min(examples.size(), first + std::size_t(options.batch_size));
-    std::vector<std::vector<index_t>> prompts;
-    for (std::size_t i = first; i < last; ++i) {
-      prompts.push_back(tokenize_example(tokenizer, examples[i], options.budgets).prompt);
-      targets.push_back(examples[i].answer);
-    }
-    const auto generated = generate_greedy(model, prompts, {.max_new_tokens = options.max_new_tokens, .stop_ids = {eos}});
-    for (const auto& ids : generated.tokens) {
-      std::vector<std::int32_t> answer;
-      for (index_t id : ids)
-        if (id != eos) answer.push_back(static_cast<std::int32_t>(id));
-      out.predictions.push_back(tokenizer.decode(answer));
-    }
+  for (const auto& e : examples) {
+    tokenized.push_back(tokenize_example(tokenizer, e, options.budgets));
+    targets.push_back(e.answer);
   }
-  out.score = mean_text_score(std::string(metric), out.predictions, targets);
-  return out;
+  return evaluate_text_prompts(model, tokenized, targets, metric, tokenizer.eos_id(),
+                               [&](std::span<const std::int32_t> ids) { return tokenizer.decode(ids); }, options.batch_size,
+                               options.max_new_tokens);
 }
 
 /// The mean next-token cross-entropy over the answer tokens and EOS of `examples` (forward only).

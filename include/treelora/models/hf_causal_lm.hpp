@@ -289,6 +289,52 @@ llama<B, F> load_hf_llama_folder(B& backend, const std::filesystem::path& folder
   return model;
 }
 
+/// config.json of a LlamaForCausalLM for `c` (every field hf_llama_config reads; float32 weights).
+inline nlohmann::json hf_llama_config_json(const llama_config& c) {
+  nlohmann::json j = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_act", "silu"},
+                      {"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size}, {"intermediate_size", c.intermediate_size},
+                      {"num_hidden_layers", c.num_hidden_layers}, {"num_attention_heads", c.num_attention_heads},
+                      {"num_key_value_heads", c.num_key_value_heads}, {"head_dim", c.head_width()},
+                      {"max_position_embeddings", c.max_position_embeddings}, {"rms_norm_eps", c.rms_norm_eps},
+                      {"rope_theta", c.rope_theta}, {"initializer_range", c.initializer_range},
+                      {"tie_word_embeddings", c.tie_word_embeddings}, {"attention_bias", c.attention_bias},
+                      {"mlp_bias", c.mlp_bias}, {"bos_token_id", c.bos_token_id}, {"torch_dtype", "float32"}};
+  j["eos_token_id"] = c.eos_token_ids.size() == 1 ? nlohmann::json(c.eos_token_ids[0]) : nlohmann::json(c.eos_token_ids);
+  j["pad_token_id"] = c.pad_token_id >= 0 ? nlohmann::json(c.pad_token_id) : nlohmann::json(nullptr);
+  if (c.rope_scaling)
+    j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", c.rope_scaling->factor},
+                         {"low_freq_factor", c.rope_scaling->low_freq_factor},
+                         {"high_freq_factor", c.rope_scaling->high_freq_factor},
+                         {"original_max_position_embeddings", c.rope_scaling->original_max_position_embeddings}};
+  else
+    j["rope_scaling"] = nullptr;
+  return j;
+}
+
+/// Writes `model`'s base weights (not its adapters) as a Hugging Face folder that transformers' LlamaForCausalLM and
+/// load_hf_llama_folder read: config.json and model.safetensors (float32, state-dict names; a tied head is not
+/// written), each atomically.
+template <Backend B, class F>
+void save_hf_llama(llama<B, F>& model, const std::filesystem::path& folder) {
+  require_writable_folder(folder, "Hugging Face model folder");
+  parameter_list<B> params;
+  model.collect_parameters(params, "");
+  std::map<std::string, const tensor<B>*, std::less<>> by_name;
+  for (auto& p : params) by_name[p.name] = p.value;
+  safetensors_writer writer;
+  writer.set_metadata("format", "pt");
+  for (const auto& e : hf_llama_tensor_names(model.config())) {
+    if (e.parameter.empty()) continue;
+    const auto found = by_name.find(e.parameter);
+    if (found == by_name.end()) throw_runtime_error("save_hf_llama", concat("internal: the model holds no ", e.parameter));
+    const auto values = found->second->to_host();
+    const std::vector<std::uint64_t> dims(e.shape.begin(), e.shape.end());
+    writer.add(e.name, dims, std::span<const typename B::scalar_type>(values), safetensors_dtype::F32);
+  }
+  writer.write(folder / "model.safetensors");
+  write_file_atomically(folder / "config.json", std::string_view(hf_llama_config_json(model.config()).dump(2)));
+}
+
 // ------------------------------------------------------------------------------------------------- GPT-2
 
 /// config.json of GPT-2 (model_type "gpt2") onto gpt2_config. Rejected, naming the field: another model_type, an

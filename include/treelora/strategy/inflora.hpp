@@ -90,11 +90,15 @@ struct inflora_options {
 
 class inflora_strategy {
  public:
-  /// `stream` must be the stream the runner trains on (the strategy reads each task's training set for its passes).
-  explicit inflora_strategy(const task_stream& stream, inflora_options options = {})
-      : stream_(&stream), options_(options) {
+  /// The passes over a task's training set go through the runner (training_context::forward_training_set), so any
+  /// stream the runner reads works.
+  explicit inflora_strategy(inflora_options options = {}) : options_(options) {
     if (options.collection_batch_size <= 0)
       throw_invalid_argument("inflora_strategy", concat("collection batch size ", options.collection_batch_size, " <= 0"));
+  }
+  /// `stream`: the classification stream the runner trains on, read when a hook is called outside a runner.
+  explicit inflora_strategy(const task_stream& stream, inflora_options options = {}) : inflora_strategy(options) {
+    stream_ = &stream;
   }
 
   std::string name() const { return "InfLoRA"; }
@@ -110,7 +114,7 @@ class inflora_strategy {
       if (adapters.empty()) throw_invalid_argument("inflora_strategy::begin_task", "the model has no InfLoRA adapters");
       if (memories_.empty())
         for (auto* a : adapters) memories_.emplace_back(a->in_features(), options_.memory);
-      collect(model, context.task);
+      collect(model, context);
       covariances_.clear();
       for (std::size_t i = 0; i < adapters.size(); ++i) {
         covariances_.push_back(adapters[i]->covariance().to_host());
@@ -129,7 +133,7 @@ class inflora_strategy {
     } else {
       auto adapters = model.factorized_adapters();
       for (auto* a : adapters) a->finish_task();
-      if (options_.memory_after_training) collect(model, context.task);
+      if (options_.memory_after_training) collect(model, context);
       const double threshold = gpm_threshold(context.task, context.tasks, options_.threshold_base);
       for (std::size_t i = 0; i < adapters.size(); ++i)
         memories_[i].update_from_covariance(options_.memory_after_training ? adapters[i]->covariance().to_host() : covariances_[i],
@@ -158,17 +162,20 @@ class inflora_strategy {
 
  private:
   template <Model M>
-  void collect(M& model, index_t task) {
+  void collect(M& model, const training_context& context) {
     if constexpr (!uses_factorization<M, inflora>) {
     } else {
       auto adapters = model.factorized_adapters();
+      if (!context.forward_training_set && !stream_)
+        throw_invalid_argument("inflora_strategy", "called outside a runner without the stream (construct it with the task_stream)");
       for (auto* a : adapters) a->covariance().collect(true);
-      detail::feature_pass(model, stream_->tasks.at(std::size_t(task)).train, options_.collection_batch_size);
+      if (context.forward_training_set) context.forward_training_set(options_.collection_batch_size);
+      else detail::feature_pass(model, stream_->tasks.at(std::size_t(context.task)).train, options_.collection_batch_size);
       for (auto* a : adapters) a->covariance().collect(false);
     }
   }
 
-  const task_stream* stream_;
+  const task_stream* stream_ = nullptr;
   inflora_options options_;
   std::vector<gpm_memory> memories_;
   std::vector<Eigen::MatrixXd> covariances_;

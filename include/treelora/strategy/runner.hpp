@@ -54,6 +54,9 @@ struct runner_options {
   index_t eval_batch_size = 256;
   double clip_norm = 0;                  ///< clip the global gradient norm to this (0: off)
   bool train_on_task_classes = true;     ///< mask the shared head to the current task's classes while training
+  /// After each task n, score every later task too (true), or only task n + 1, the one forward transfer reads
+  /// (false: rows of the matrices hold NaN beyond n + 1; a text stream's generations are the costly part of a run).
+  bool score_later_tasks = true;
   std::uint64_t seed = 0;                ///< batch order
   divergence_guard guard = {};           ///< off by default; the main job turns it on
   /// After every task (its evaluation included) the run is saved here, atomically (io/checkpoint.hpp): the model's
@@ -222,10 +225,27 @@ evaluation evaluate(M& model, const labelled_set& set, std::span<const index_t> 
   return {double(task_correct) / total, double(class_correct) / total, double(inside) / total};
 }
 
-/// One training step, exactly as the runner takes it: zero the gradients, (strategy.before_backward), forward,
-/// cross-entropy on `classes` (all when empty), backward, strategy.after_backward, clipping, then the strategy's
-/// update (or optimizer.step()). Sets context.loss; returns the strategy's regulariser value. `logits_gradient` is
-/// scratch that keeps its memory between steps.
+/// One training step around `forward_loss_backward` (which runs the forward pass, the task loss and the model's
+/// backward, and returns the loss): zero the gradients, (strategy.before_backward), forward_loss_backward,
+/// strategy.after_backward, clipping, then the strategy's update (or optimizer.step()). Sets context.loss; returns the
+/// strategy's regulariser value. Every kind of stream trains through it (classification below, token streams in
+/// strategy/text_runner.hpp).
+template <Model M, class S, class Optimizer, class ForwardLossBackward>
+  requires Strategy<S, M>
+double train_step_with(M& model, S& strategy, Optimizer& optimizer, const parameter_list<typename M::backend_type>& params,
+                       training_context& context, double clip_norm, ForwardLossBackward&& forward_loss_backward) {
+  zero_gradients(params);
+  if constexpr (requires { strategy.before_backward(model, context); }) strategy.before_backward(model, context);
+  context.loss = forward_loss_backward();
+  const double regulariser = strategy.after_backward(model, context);
+  if (clip_norm > 0) clip_gradient_norm(params, clip_norm);
+  if constexpr (requires { strategy.update(model, optimizer, context); }) strategy.update(model, optimizer, context);
+  else optimizer.step();
+  return regulariser;
+}
+
+/// One classification step, exactly as the runner takes it: train_step_with around forward, cross-entropy on
+/// `classes` (all when empty) and backward. `logits_gradient` is scratch that keeps its memory between steps.
 template <Model M, class S, class Optimizer>
   requires Strategy<S, M>
 double train_step(M& model, S& strategy, Optimizer& optimizer, const parameter_list<typename M::backend_type>& params,
@@ -233,17 +253,13 @@ double train_step(M& model, S& strategy, Optimizer& optimizer, const parameter_l
                   std::span<const index_t> classes, training_context& context,
                   tensor<typename M::backend_type>& logits_gradient, double clip_norm = 0) {
   using B = typename M::backend_type;
-  zero_gradients(params);
-  if constexpr (requires { strategy.before_backward(model, context); }) strategy.before_backward(model, context);
-  const auto logits = model.forward(x);
-  logits_gradient.resize(model.backend(), logits.shape());
-  context.loss = cross_entropy_loss<B>(logits, labels, logits_gradient, classes);
-  model.backward(logits_gradient);
-  const double regulariser = strategy.after_backward(model, context);
-  if (clip_norm > 0) clip_gradient_norm(params, clip_norm);
-  if constexpr (requires { strategy.update(model, optimizer, context); }) strategy.update(model, optimizer, context);
-  else optimizer.step();
-  return regulariser;
+  return train_step_with(model, strategy, optimizer, params, context, clip_norm, [&] {
+    const auto logits = model.forward(x);
+    logits_gradient.resize(model.backend(), logits.shape());
+    const double loss = cross_entropy_loss<B>(logits, labels, logits_gradient, classes);
+    model.backward(logits_gradient);
+    return loss;
+  });
 }
 
 /// Checks a stream before training: at least one task, each with training and test examples of one example shape,
@@ -281,14 +297,14 @@ inline void validate_stream(const task_stream& stream, std::string_view where = 
 namespace detail {
 /// Runs `step` and, when it throws, throws the same kind of error with where the run was in front.
 template <class Step>
-decltype(auto) with_run_position(const classification_task& task, const training_context& context, Step&& step) {
+decltype(auto) with_run_position(std::string_view task_name, const training_context& context, Step&& step) {
   try {
     return step();
   } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(concat("task ", context.task, " '", task.name, "', epoch ", context.epoch, ", step ",
+    throw std::invalid_argument(concat("task ", context.task, " '", task_name, "', epoch ", context.epoch, ", step ",
                                        context.step, ": ", e.what()));
   } catch (const std::runtime_error& e) {
-    throw std::runtime_error(concat("task ", context.task, " '", task.name, "', epoch ", context.epoch, ", step ",
+    throw std::runtime_error(concat("task ", context.task, " '", task_name, "', epoch ", context.epoch, ", step ",
                                     context.step, ": ", e.what()));
   }
 }
@@ -327,6 +343,24 @@ concept CheckpointableOptimizer = requires(O& optimizer, checkpoint_writer w, ch
   optimizer.checkpoint(r);
 };
 
+/// What a checkpoint records of the stream it was trained on (compared on resume): its name, its number of tasks and
+/// of outputs (a classification stream's classes, a token stream's vocabulary), its contents' fingerprint and each
+/// task's training-set size.
+struct stream_identity {
+  std::string name;
+  index_t tasks = 0, outputs = 0;
+  std::uint64_t fingerprint = 0;
+  std::vector<index_t> train_sizes;
+
+  stream_identity(std::string name_, index_t outputs_, std::uint64_t fingerprint_, std::vector<index_t> train_sizes_)
+      : name(std::move(name_)), tasks(index_t(train_sizes_.size())), outputs(outputs_), fingerprint(fingerprint_),
+        train_sizes(std::move(train_sizes_)) {}
+  stream_identity(const task_stream& stream, std::uint64_t fingerprint_)
+      : name(stream.name), tasks(index_t(stream.tasks.size())), outputs(stream.total_classes), fingerprint(fingerprint_) {
+    for (const auto& task : stream.tasks) train_sizes.push_back(task.train.size());
+  }
+};
+
 namespace detail {
 /// Where a run stands inside a task (a mid-task checkpoint's position).
 struct run_position {
@@ -341,14 +375,15 @@ struct run_position {
 
 /// The run's part of a checkpoint: its configuration (compared on resume), the results so far and the position.
 template <class Archive>
-void checkpoint_run(Archive ar, const task_stream& stream, std::uint64_t fingerprint, const runner_options& options,
-                    run_result& result, index_t& tasks_done, run_position& at) {
-  const index_t tasks = static_cast<index_t>(stream.tasks.size());
-  ar.expect("stream", stream.name), ar.expect("tasks", tasks), ar.expect("total_classes", stream.total_classes);
-  ar.expect("stream_fingerprint", fingerprint);
+void checkpoint_run(Archive ar, const stream_identity& stream, const runner_options& options, run_result& result,
+                    index_t& tasks_done, run_position& at) {
+  const index_t tasks = stream.tasks;
+  ar.expect("stream", stream.name), ar.expect("tasks", tasks), ar.expect("total_classes", stream.outputs);
+  ar.expect("stream_fingerprint", stream.fingerprint);
   ar.expect("epochs_per_task", options.epochs_per_task), ar.expect("epochs_schedule", options.epochs_schedule);
   ar.expect("batch_size", options.batch_size), ar.expect("eval_batch_size", options.eval_batch_size);
   ar.expect("clip_norm", options.clip_norm), ar.expect("train_on_task_classes", options.train_on_task_classes);
+  ar.expect("score_later_tasks", options.score_later_tasks);
   ar.expect("seed", options.seed), ar.expect("guard.enabled", options.guard.enabled);
   ar.expect("guard.factor", options.guard.factor), ar.expect("guard.window", options.guard.window);
   ar.expect("method", result.method);
@@ -361,7 +396,7 @@ void checkpoint_run(Archive ar, const task_stream& stream, std::uint64_t fingerp
     ar.value("recent_losses", at.recent_losses), ar.value("task_seconds", at.task_seconds);
     const index_t epochs = options.epochs_schedule.empty() ? options.epochs_per_task
                                                            : options.epochs_schedule[std::size_t(std::min(tasks_done, tasks - 1))];
-    const index_t steps = (stream.tasks[std::size_t(std::min(tasks_done, tasks - 1))].train.size() + options.batch_size - 1) /
+    const index_t steps = (stream.train_sizes[std::size_t(std::min(tasks_done, tasks - 1))] + options.batch_size - 1) /
                           options.batch_size;
     ar.require(at.epoch >= 0 && at.epoch < epochs && at.step >= 0 && at.step < steps && (at.epoch_started || at.step == 0) &&
                    at.epoch_loss_count >= 0,
@@ -390,6 +425,13 @@ void checkpoint_run(Archive ar, const task_stream& stream, std::uint64_t fingerp
   ar.value("seconds", result.seconds), ar.value("threads", result.threads);
 }
 
+/// The same for a classification stream.
+template <class Archive>
+void checkpoint_run(Archive ar, const task_stream& stream, std::uint64_t fingerprint, const runner_options& options,
+                    run_result& result, index_t& tasks_done, run_position& at) {
+  checkpoint_run(ar, stream_identity(stream, fingerprint), options, result, tasks_done, at);
+}
+
 /// The same for a caller that has no use for the position (between tasks).
 template <class Archive>
 void checkpoint_run(Archive ar, const task_stream& stream, std::uint64_t fingerprint, const runner_options& options,
@@ -401,10 +443,10 @@ void checkpoint_run(Archive ar, const task_stream& stream, std::uint64_t fingerp
 /// Writes the checkpoint of a run after `tasks_done` tasks, or during task `tasks_done` with its optimiser
 /// (atomically).
 template <class M, class S, class Optimizer = int>
-void save_checkpoint(M& model, S& strategy, const task_stream& stream, std::uint64_t fingerprint, const runner_options& options,
+void save_checkpoint(M& model, S& strategy, const stream_identity& stream, const runner_options& options,
                      run_result& result, index_t tasks_done, run_position at = {}, Optimizer* optimizer = nullptr) {
   checkpoint_writer ar;
-  checkpoint_run(ar.scope("run"), stream, fingerprint, options, result, tasks_done, at);
+  checkpoint_run(ar.scope("run"), stream, options, result, tasks_done, at);
   model.checkpoint(ar.scope("model"));
   strategy.checkpoint(ar.scope("strategy"), model);
   if constexpr (CheckpointableOptimizer<Optimizer>)
@@ -415,37 +457,138 @@ void save_checkpoint(M& model, S& strategy, const task_stream& stream, std::uint
 /// Restores a run from its checkpoint; returns the number of tasks it had done (a mid-task checkpoint: the task under
 /// way, and `at` says where; its optimiser is read later from `ar`, which the caller then finishes).
 template <class M, class S>
-index_t load_checkpoint(checkpoint_reader& ar, M& model, S& strategy, const task_stream& stream, std::uint64_t fingerprint,
+index_t load_checkpoint(checkpoint_reader& ar, M& model, S& strategy, const stream_identity& stream,
                         const runner_options& options, run_result& result, run_position& at) {
   index_t tasks_done = 0;
-  checkpoint_run(ar.scope("run"), stream, fingerprint, options, result, tasks_done, at);
+  checkpoint_run(ar.scope("run"), stream, options, result, tasks_done, at);
   model.checkpoint(ar.scope("model"));
   strategy.checkpoint(ar.scope("strategy"), model);
   return tasks_done;
 }
+
+/// The same for a classification stream.
+template <class M, class S>
+index_t load_checkpoint(checkpoint_reader& ar, M& model, S& strategy, const task_stream& stream, std::uint64_t fingerprint,
+                        const runner_options& options, run_result& result, run_position& at) {
+  return load_checkpoint(ar, model, strategy, stream_identity(stream, fingerprint), options, result, at);
+}
 }  // namespace detail
+
+/// How run_stream reads one kind of stream: one specialisation per kind (task_stream below; token_stream, the text
+/// tasks a language model learns, in strategy/text_runner.hpp). A feed knows the tasks' names and sizes, trains on a
+/// micro-batch of a task's training set, scores the model before training and after each task, and runs the
+/// no-grad pass over a task's training set that strategies collecting input statistics ask for
+/// (training_context::forward_training_set).
+template <class Stream, class M>
+class stream_feed;
+
+/// Classification: examples and labels (data/dataset.hpp), cross-entropy on the task's classes, the three accuracies.
+template <Model M>
+class stream_feed<task_stream, M> {
+  using B = typename M::backend_type;
+
+ public:
+  stream_feed(const task_stream& stream, M& model, const runner_options& options)
+      : stream_(stream), model_(model), options_(options) {}
+
+  static void validate(const task_stream& stream, std::string_view where) { validate_stream(stream, where); }
+  stream_identity identity() const { return stream_identity(stream_, stream_fingerprint(stream_)); }
+  index_t tasks() const { return index_t(stream_.tasks.size()); }
+  const std::string& task_name(index_t n) const { return task(n).name; }
+  index_t train_size(index_t n) const { return task(n).train.size(); }
+  bool class_incremental() const { return !tasks_share_classes(stream_); }
+  /// What the divergence guard compares with: ln of the classes the loss is over.
+  index_t chance_outputs(index_t n) const {
+    return options_.train_on_task_classes ? index_t(task(n).classes.size()) : stream_.total_classes;
+  }
+  /// Task n's score before any training (task-IL accuracy).
+  double score_before(index_t n) { return evaluate(model_, task(n).test, task(n).classes, {}, options_.eval_batch_size).task_il; }
+
+  template <class S, class Optimizer>
+  double train(S& strategy, Optimizer& optimizer, const parameter_list<B>& params, index_t n, std::span<const index_t> rows,
+               training_context& context) {
+    detail::load_batch(task(n).train, rows, x_, labels_, staging_, model_.backend());
+    const std::span<const index_t> classes =
+        options_.train_on_task_classes ? std::span<const index_t>(task(n).classes) : std::span<const index_t>();
+    return train_step(model_, strategy, optimizer, params, x_, labels_, classes, context, logits_gradient_, options_.clip_norm);
+  }
+
+  /// One no-grad, evaluation-mode forward pass over task n's training set, in order.
+  void forward_pass(index_t n, index_t batch_size) {
+    const labelled_set& set = task(n).train;
+    model_.set_training(false);
+    std::vector<index_t> rows;
+    for (index_t first = 0; first < set.size(); first += batch_size) {
+      rows.resize(std::size_t(std::min(batch_size, set.size() - first)));
+      std::iota(rows.begin(), rows.end(), first);
+      detail::load_batch(set, rows, x_, labels_, staging_, model_.backend());
+      (void)model_.forward(x_);
+    }
+    model_.set_training(true);
+  }
+
+  /// Row n of the matrices after task n: every task's test set; class-IL and task identity over the classes of
+  /// tasks 0..n, for the tasks already seen.
+  template <class S>
+  void score_after(S& strategy, index_t n, run_result& result) {
+    std::vector<index_t> seen_classes;
+    for (index_t j = 0; j <= n; ++j) seen_classes.insert(seen_classes.end(), task(j).classes.begin(), task(j).classes.end());
+    for (index_t j = 0; j < tasks(); ++j) {
+      if (j > n + 1 && !options_.score_later_tasks) break;
+      const auto& other = task(j);
+      const std::span<const index_t> seen = j <= n ? std::span<const index_t>(seen_classes) : std::span<const index_t>();
+      evaluation scores;
+      if constexpr (requires(tensor_view<B> logits, std::vector<index_t>& predicted) {
+                      strategy.adjust_logits(model_, logits, predicted);
+                    })
+        scores = evaluate(model_, other.test, other.classes, seen, options_.eval_batch_size, j,
+                          [&](tensor_view<B> logits, std::vector<index_t>& predicted) {
+                            strategy.adjust_logits(model_, logits, predicted);
+                          });
+      else
+        scores = evaluate(model_, other.test, other.classes, seen, options_.eval_batch_size, j);
+      result.task_il(n, j) = scores.task_il;
+      if (j <= n) {  // class-IL over the classes seen so far is defined for tasks already seen
+        result.class_il(n, j) = scores.class_il;
+        result.task_identity(n, j) = scores.task_identity;
+      }
+    }
+  }
+
+ private:
+  const classification_task& task(index_t n) const { return stream_.tasks[std::size_t(n)]; }
+
+  const task_stream& stream_;
+  M& model_;
+  const runner_options& options_;
+  tensor<B> x_, logits_gradient_;
+  std::vector<index_t> labels_;
+  std::vector<typename B::scalar_type> staging_;
+};
 
 /// Trains `model` on every task of `stream` in order with `strategy`; `make_optimizer(parameter_list)` builds
 /// a fresh optimiser per task. Callbacks are optional observers (strategy/callbacks.hpp). With
 /// options.checkpoint the run is saved after every task, and with options.resume it continues from that file.
-template <Model M, class S, class OptimizerFactory, class... Callbacks>
+/// `stream` is a task_stream (classification) or, with strategy/text_runner.hpp, a token_stream (text tasks for a
+/// language model): any type with a stream_feed.
+template <Model M, class Stream, class S, class OptimizerFactory, class... Callbacks>
   requires Strategy<S, M>
-run_result run_stream(M& model, const task_stream& stream, S& strategy, OptimizerFactory make_optimizer,
+run_result run_stream(M& model, const Stream& stream, S& strategy, OptimizerFactory make_optimizer,
                       const runner_options& options, Callbacks&... callbacks) {
-  using B = typename M::backend_type;
+  using Feed = stream_feed<Stream, M>;
   options.validate("run_stream");
-  validate_stream(stream, "run_stream");
-  const index_t tasks = static_cast<index_t>(stream.tasks.size());
+  Feed::validate(stream, "run_stream");
+  Feed feed(stream, model, options);
+  const index_t tasks = feed.tasks();
   if (!options.epochs_schedule.empty() && static_cast<index_t>(options.epochs_schedule.size()) != tasks)
     throw_invalid_argument("run_stream", concat("epochs schedule has ", options.epochs_schedule.size(), " entries for ",
                                                  tasks, " tasks"));
-  B& backend = model.backend();
   run_result result{strategy.name(), accuracy_matrix(tasks), accuracy_matrix(tasks), accuracy_matrix(tasks)};
   result.seed = options.seed;
   result.threads = runner_threads();
-  result.class_incremental = !tasks_share_classes(stream);
+  result.class_incremental = feed.class_incremental();
   index_t first_task = 0;
-  std::uint64_t fingerprint = 0;
+  std::optional<stream_identity> identity;
   std::optional<checkpoint_reader> resumed;  // a mid-task checkpoint, until the optimiser's state is read from it
   detail::run_position position;
   if (!options.checkpoint.empty()) {
@@ -455,10 +598,10 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
     } else {
       require_writable_folder(options.checkpoint.parent_path().empty() ? std::filesystem::path(".") : options.checkpoint.parent_path(),
                               "checkpoint folder");
-      fingerprint = stream_fingerprint(stream);
+      identity.emplace(feed.identity());
       if (options.resume && std::filesystem::exists(options.checkpoint)) {
         resumed.emplace(options.checkpoint);
-        first_task = detail::load_checkpoint(*resumed, model, strategy, stream, fingerprint, options, result, position);
+        first_task = detail::load_checkpoint(*resumed, model, strategy, *identity, options, result, position);
         result.threads = runner_threads();
         if (!position.in_task) {
           resumed->finish();
@@ -469,28 +612,20 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
     }
   }
   if (result.before.empty())  // (a resumed run has them from its checkpoint)
-    for (const auto& task : stream.tasks)
-      result.before.push_back(evaluate(model, task.test, task.classes, {}, options.eval_batch_size).task_il);
+    for (index_t n = 0; n < tasks; ++n) result.before.push_back(feed.score_before(n));
 
   // Training never reads d(input): a model that can skip it (vit) stops its backward at the lowest layer that needs
   // a gradient (sparse updates and upper-layer adapters then save the frozen layers' backward).
   // The setting is restored when the run ends (or throws).
   detail::input_gradient_scope<M> skip_input_gradient(model);
-  tensor<B> x, logits_gradient;
-  std::vector<index_t> labels, seen_classes;
-  std::vector<typename B::scalar_type> staging;
   training_context context{.tasks = tasks};
   context.global_step = result.steps;
-  for (index_t n = 0; n < first_task; ++n)
-    seen_classes.insert(seen_classes.end(), stream.tasks[std::size_t(n)].classes.begin(), stream.tasks[std::size_t(n)].classes.end());
+  context.forward_training_set = [&](index_t batch_size) { feed.forward_pass(context.task, batch_size); };
   model.set_training(true);
   for (index_t n = first_task; n < tasks; ++n) {
-    const auto& task = stream.tasks[std::size_t(n)];
     context.task = n;
     context.epochs = options.epochs_schedule.empty() ? options.epochs_per_task : options.epochs_schedule[std::size_t(n)];
-    context.steps_per_epoch = (task.train.size() + options.batch_size - 1) / options.batch_size;
-    const std::span<const index_t> train_classes =
-        options.train_on_task_classes ? std::span<const index_t>(task.classes) : std::span<const index_t>();
+    context.steps_per_epoch = (feed.train_size(n) + options.batch_size - 1) / options.batch_size;
     const bool continuing = position.in_task && n == first_task;  // resumed from a checkpoint taken inside this task
     if (!continuing) strategy.begin_task(model, context);
     auto params = parameters(model);
@@ -507,8 +642,7 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
     (detail::notify_task_begin(callbacks, context), ...);
     const auto start = std::chrono::steady_clock::now();
     double paused = continuing ? -position.task_seconds : 0;  // time not spent training (mid-task checkpoints), minus earlier time
-    const double chance_loss = std::log(double(train_classes.empty() ? stream.total_classes : index_t(train_classes.size())));
-    const double guard_limit = options.guard.factor * std::max(chance_loss, 1.0);
+    const double guard_limit = options.guard.factor * std::max(std::log(double(feed.chance_outputs(n))), 1.0);
     std::deque<double> recent_losses;
     double recent_sum = 0, epoch_loss_sum = 0;
     index_t epoch_loss_count = 0;
@@ -520,15 +654,13 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
       context.epoch = epoch;
       context.step = 0;
       if (!mid_epoch) strategy.begin_epoch(model, context);
-      const auto order = epoch_permutation(task.train.size(), random::mix64(options.seed ^ random::mix64(std::uint64_t(n))), epoch);
+      const auto order = epoch_permutation(feed.train_size(n), random::mix64(options.seed ^ random::mix64(std::uint64_t(n))), epoch);
       for (index_t t = mid_epoch ? position.step : 0; t < context.steps_per_epoch; ++t) {
         context.step = t;
-        const index_t first = t * options.batch_size, count = std::min(options.batch_size, task.train.size() - first);
-        detail::load_batch(task.train, std::span<const index_t>(order).subspan(std::size_t(first), std::size_t(count)), x,
-                           labels, staging, backend);
-        [[maybe_unused]] const double regulariser = detail::with_run_position(task, context, [&] {
-          return train_step(model, strategy, optimizer, params, x, labels, train_classes, context, logits_gradient,
-                            options.clip_norm);
+        const index_t first = t * options.batch_size, count = std::min(options.batch_size, feed.train_size(n) - first);
+        const auto rows = std::span<const index_t>(order).subspan(std::size_t(first), std::size_t(count));
+        [[maybe_unused]] const double regulariser = detail::with_run_position(feed.task_name(n), context, [&] {
+          return feed.train(strategy, optimizer, params, n, rows, context);
         });
         epoch_loss_sum += context.loss, ++epoch_loss_count;
         if (options.guard.enabled) {
@@ -539,12 +671,11 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
           // a full window, or every step of a task shorter than the window
           const index_t needed = std::min(options.guard.window, context.epochs * context.steps_per_epoch);
           if (static_cast<index_t>(recent_losses.size()) >= needed && mean_loss > guard_limit)
-            throw_runtime_error("run_stream", concat("training diverged in task ", n, " '", task.name, "', epoch ", epoch,
+            throw_runtime_error("run_stream", concat("training diverged in task ", n, " '", feed.task_name(n), "', epoch ", epoch,
                                                      ", step ", t, ": the mean loss of the last ", options.guard.window,
                                                      " steps is ", mean_loss, ", above the divergence guard's limit ",
                                                      guard_limit, " (", options.guard.factor, " x max(ln ",
-                                                     train_classes.empty() ? stream.total_classes : index_t(train_classes.size()),
-                                                     " classes, 1)); lower the learning rate"));
+                                                     feed.chance_outputs(n), " classes, 1)); lower the learning rate"));
         }
         (detail::notify_step(callbacks, context, regulariser), ...);
         ++context.global_step;
@@ -561,7 +692,7 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
                                     .epoch_loss_count = epoch_loss_count,
                                     .recent_losses = std::vector<double>(recent_losses.begin(), recent_losses.end()),
                                     .task_seconds = std::chrono::duration<double>(begin - start).count() - paused};
-            detail::save_checkpoint(model, strategy, stream, fingerprint, options, result, n, at, &optimizer);
+            detail::save_checkpoint(model, strategy, *identity, options, result, n, at, &optimizer);
             paused += std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
           }
         }
@@ -575,37 +706,33 @@ run_result run_stream(M& model, const task_stream& stream, S& strategy, Optimize
     result.seconds += seconds;
     (detail::notify_task_end(callbacks, context, seconds), ...);
 
-    seen_classes.insert(seen_classes.end(), task.classes.begin(), task.classes.end());
-    for (index_t j = 0; j < tasks; ++j) {
-      const auto& other = stream.tasks[std::size_t(j)];
-      const std::span<const index_t> seen = j <= n ? std::span<const index_t>(seen_classes) : std::span<const index_t>();
-      evaluation scores;
-      if constexpr (requires(tensor_view<B> logits, std::vector<index_t>& predicted) {
-                      strategy.adjust_logits(model, logits, predicted);
-                    })
-        scores = evaluate(model, other.test, other.classes, seen, options.eval_batch_size, j,
-                          [&](tensor_view<B> logits, std::vector<index_t>& predicted) {
-                            strategy.adjust_logits(model, logits, predicted);
-                          });
-      else
-        scores = evaluate(model, other.test, other.classes, seen, options.eval_batch_size, j);
-      result.task_il(n, j) = scores.task_il;
-      if (j <= n) {  // class-IL over the classes seen so far is defined for tasks already seen
-        result.class_il(n, j) = scores.class_il;
-        result.task_identity(n, j) = scores.task_identity;
-      }
-    }
+    feed.score_after(strategy, n, result);
     result.peak_bytes.push_back(peak_resident_bytes());
     result.state_bytes.push_back(strategy.state_bytes());
     if constexpr (Checkpointable<M, S>)
       if (!options.checkpoint.empty()) {
         const auto begin = std::chrono::steady_clock::now();
-        detail::save_checkpoint(model, strategy, stream, fingerprint, options, result, n + 1);
+        detail::save_checkpoint(model, strategy, *identity, options, result, n + 1);
         result.checkpoint_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count());
       }
   }
   return result;
 }
+
+namespace detail {
+/// A joint run's training record (seed, threads, losses, times, memory, sizes, steps), from the inner one-task run.
+inline void copy_training_record(const run_result& inner, run_result& result) {
+  result.seed = inner.seed;
+  result.threads = inner.threads;
+  result.final_loss = inner.final_loss;
+  result.train_seconds = inner.train_seconds;
+  result.peak_bytes = inner.peak_bytes;
+  result.state_bytes = inner.state_bytes;
+  result.trainable_parameters = inner.trainable_parameters;
+  result.steps = inner.steps;
+  result.seconds = inner.seconds;
+}
+}  // namespace detail
 
 /// The joint-training upper bound: one task holding every task's training data (all classes), trained through
 /// the same loop, then evaluated per task. Only the last row of the matrices is meaningful (the others are NaN).
@@ -646,16 +773,8 @@ run_result run_joint(M& model, const task_stream& stream, S& strategy, Optimizer
     result.class_il(tasks - 1, j) = scores.class_il;
     result.task_identity(tasks - 1, j) = scores.task_identity;
   }
-  result.seed = inner.seed;
-  result.threads = inner.threads;
+  detail::copy_training_record(inner, result);
   result.class_incremental = !tasks_share_classes(stream);
-  result.final_loss = inner.final_loss;
-  result.train_seconds = inner.train_seconds;
-  result.peak_bytes = inner.peak_bytes;
-  result.state_bytes = inner.state_bytes;
-  result.trainable_parameters = inner.trainable_parameters;
-  result.steps = inner.steps;
-  result.seconds = inner.seconds;
   return result;
 }
 

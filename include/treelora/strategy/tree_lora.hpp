@@ -21,6 +21,7 @@
 // Sparse rule (spec 3): applied to the adapters' gradients after the regulariser; the optimiser skips masked work.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 #include <optional>
@@ -29,6 +30,7 @@
 
 #include "treelora/bandit/lcb.hpp"
 #include "treelora/bandit/softmax_distance_ucb.hpp"
+#include "treelora/bandit/thompson_sampling.hpp"
 #include "treelora/bandit/tree_bandit.hpp"
 #include "treelora/sparse/sparse_rules.hpp"
 #include "treelora/strategy/strategy.hpp"
@@ -83,12 +85,10 @@ class tree_lora {
     adapters_ = model.adapters();
     if (adapters_.empty()) throw_invalid_argument("tree_lora::begin_task", "the model has no LoRA adapters");
     modules_ = static_cast<index_t>(adapters_.size());
-    const index_t dim = module_size(adapters_[0]);
-    for (const auto& a : adapters_)
-      if (module_size(a) != dim)
-        throw_invalid_argument("tree_lora::begin_task", concat("adapter '", a.name, "' has ", module_size(a),
-                                                                " entries but '", adapters_[0].name, "' has ", dim,
-                                                                ": TreeLoRA stacks equal-sized modules as [L, D]"));
+    // Modules of different sizes (grouped-query attention's narrower v_proj, LoRA on down_proj) are stacked as rows
+    // of the largest size, zero-padded: the padding is zero in every task vector, gradient and anchor, so it adds
+    // nothing to a distance and receives no pull.
+    const index_t dim = largest_module(adapters_);
     if (dim_ != 0 && dim != dim_)
       throw_invalid_argument("tree_lora::begin_task", concat("module size changed from ", dim_, " to ", dim));
     dim_ = dim;
@@ -152,11 +152,12 @@ class tree_lora {
         for (index_t task : tree_->entries()[e].tasks) old_entry_of_task[std::size_t(task)] = static_cast<index_t>(e);
       tree_->insert(current_);
       // Adapter values now, at the end of this task: the parameter anchor of its entry.
-      const index_t na = adapters_[0].a->numel(), nb = adapters_[0].b->numel();
-      tensor<B> values(*backend_, shape{modules_, na + nb});
+      const index_t width = largest_anchor(adapters_);
+      tensor<B> values(*backend_, shape{modules_, width});  // zero-padded rows
       for (index_t l = 0; l < modules_; ++l) {
-        backend_->copy(adapters_[std::size_t(l)].a->data(), values.data() + l * (na + nb), na);
-        backend_->copy(adapters_[std::size_t(l)].b->data(), values.data() + l * (na + nb) + na, nb);
+        const auto& a = adapters_[std::size_t(l)];
+        backend_->copy(a.a->data(), values.data() + l * width, a.a->numel());
+        backend_->copy(a.b->data(), values.data() + l * width + a.a->numel(), a.b->numel());
       }
       // Each entry's anchor is the task-weighted mean of its tasks' anchors (merged entries average).
       std::vector<tensor<B>> anchors;
@@ -212,8 +213,8 @@ class tree_lora {
       // After a task, [modules, dim] is the model's [L, D] (begin_task's stack) and a paper-mode anchor is every
       // module's A and B values, [L, |A| + |B|]: the bandit and the pull read them row by row.
       const auto adapters = model.adapters();
-      const index_t model_modules = index_t(adapters.size()), model_dim = adapters.empty() ? 0 : module_size(adapters[0]);
-      const index_t anchor = adapters.empty() ? 0 : adapters[0].a->numel() + adapters[0].b->numel();
+      const index_t model_modules = index_t(adapters.size()), model_dim = largest_module(adapters);
+      const index_t anchor = largest_anchor(adapters);
       ar.require((modules_ == 0 && dim_ == 0) || (modules_ == model_modules && dim_ == model_dim), "modules",
                  concat("modules ", modules_, " and dim ", dim_, " must be 0 before the first task, then the model's ",
                         model_modules, " adapters of ", model_dim, " entries"));
@@ -286,6 +287,18 @@ class tree_lora {
   index_t module_size(const adapter_view<B>& a) const {
     return a.a->numel() + (mode_ == tree_lora_mode::paper && config_.include_b ? a.b->numel() : 0);
   }
+  /// D: the row width of the stacked [L, D] task vectors (the largest module).
+  index_t largest_module(const std::vector<adapter_view<B>>& adapters) const {
+    index_t d = 0;
+    for (const auto& a : adapters) d = std::max(d, module_size(a));
+    return d;
+  }
+  /// The row width of a paper-mode anchor: the largest |A| + |B|.
+  static index_t largest_anchor(const std::vector<adapter_view<B>>& adapters) {
+    index_t d = 0;
+    for (const auto& a : adapters) d = std::max(d, a.a->numel() + a.b->numel());
+    return d;
+  }
 
   /// stacked_[l] = A_l values (reference) or the gradients of A_l (and B_l) (paper), flattened row-major.
   void stack(bool gradients) {
@@ -317,8 +330,8 @@ class tree_lora {
     require_finite(coefficient, "tree_lora (reference regulariser)", "gradient coefficient");
     if (coefficient == 0) return;
     for (index_t l = 0; l < modules_; ++l)
-      backend_->axpy(dim_, static_cast<scalar_type>(coefficient), stored_row(selection_[std::size_t(l)], l),
-                     adapters_[std::size_t(l)].a_gradient->data());
+      backend_->axpy(adapters_[std::size_t(l)].a->numel(), static_cast<scalar_type>(coefficient),
+                     stored_row(selection_[std::size_t(l)], l), adapters_[std::size_t(l)].a_gradient->data());
   }
 
   void paper_step(const training_context& c) {
@@ -347,8 +360,9 @@ class tree_lora {
       } else {
         // grad w_l += lambda sign(w_l - w_k,l): the adapters toward where they were when the similar task ended
         const auto& snapshot = snapshots_[std::size_t(entry)];
-        pull_sign(a.a->data(), snapshot.data() + l * (na + nb), na, a.a_gradient->data());
-        pull_sign(a.b->data(), snapshot.data() + l * (na + nb) + na, nb, a.b_gradient->data());
+        const index_t width = snapshot.shape()[1];
+        pull_sign(a.a->data(), snapshot.data() + l * width, na, a.a_gradient->data());
+        pull_sign(a.b->data(), snapshot.data() + l * width + na, nb, a.b_gradient->data());
       }
     }
   }
@@ -409,6 +423,18 @@ class tree_lora_paper : public tree_lora<B, task_tree<B, l1_similarity, median_s
       : base(tree_lora_mode::paper, "tree_lora_paper", std::move(config), lcb(), std::move(sparse)) {}
   explicit tree_lora_paper(std::initializer_list<tree_lora_config> config)
       : tree_lora_paper(base::single_config(config, "tree_lora_paper")) {}
+};
+
+/// Paper mode with Gaussian Thompson sampling (bandit/thompson_sampling.hpp) in place of the LCB: a variant no
+/// paper has, with lower regret than the LCB in the bandit benchmarks (docs/benchmarks.md). `scale`: the standard
+/// deviation of the sampled means for an arm pulled once, in units of the bandit's loss (the L1 residuals).
+template <Backend B, class Sparse = dense_rule>
+class tree_lora_thompson : public tree_lora<B, task_tree<B, l1_similarity, median_split>, thompson_sampling, Sparse> {
+  using base = tree_lora<B, task_tree<B, l1_similarity, median_split>, thompson_sampling, Sparse>;
+
+ public:
+  explicit tree_lora_thompson(tree_lora_config config = {}, double scale = 0.2, Sparse sparse = Sparse())
+      : base(tree_lora_mode::paper, "tree_lora_thompson", std::move(config), thompson_sampling(scale), std::move(sparse)) {}
 };
 
 }  // namespace treelora
