@@ -56,8 +56,8 @@ struct options {
                                       "O-LoRA", "InfLoRA", "Joint"};
   std::vector<std::uint64_t> seeds = {0};
   std::vector<std::string> tasks = {};  // empty: all eight
-  index_t train_per_task = 128, test_per_task = 32, prompt_tokens = 64, answer_tokens = 24, max_new_tokens = 16;
-  index_t epochs = 3, batch = 8, threads = 2;
+  index_t train_per_task = 96, test_per_task = 24, prompt_tokens = 64, answer_tokens = 24, max_new_tokens = 16;
+  index_t epochs = 3, batch = 4, threads = 2;  // batch 4: the small model learns a task in steps, not examples
   std::string schedule = "equal";  // equal: every method --epochs; paper: TreeLoRA 2,1,3,2,1,2,2,3, the rest 5,3,7,5,3,5,5,7
   double learning_rate = 3e-3, clip = 1.0;
   index_t rank = 8;
@@ -66,7 +66,7 @@ struct options {
   double reference_strength = 0.5, pull_strength = 1e-2, thompson_scale = 0.2;
   // the base model (a Llama) and its pre-training
   index_t vocabulary = 4096, width = 256, layers = 6, heads = 8, kv_heads = 4, intermediate = 704;
-  index_t pretrain_steps = 200, pretrain_batch = 16, pretrain_tokens = 128;
+  index_t pretrain_steps = 150, pretrain_batch = 16, pretrain_tokens = 128;
   double pretrain_lr = 3e-3;
   std::size_t corpus_bytes = 4'000'000;  // GCIDE text read for pre-training (the tokenizer reads a quarter of it)
   double divergence_factor = 4;
@@ -115,7 +115,7 @@ options parse(int argc, char** argv) {
       o.pretrain_steps = 40, o.pretrain_batch = 8, o.pretrain_tokens = 64, o.corpus_bytes = 300'000, o.rank = 4;
     } else if (a == "--full") {
       o.preset = "full";
-      o.train_per_task = 500, o.test_per_task = 200, o.seeds = {0, 1, 2}, o.schedule = "paper";
+      o.train_per_task = 500, o.test_per_task = 200, o.seeds = {0, 1, 2}, o.schedule = "paper", o.batch = 8;
       o.prompt_tokens = 192, o.answer_tokens = 64, o.max_new_tokens = 48, o.pretrain_steps = 600;
     }
   for (std::size_t i = 0; i < args.size(); ++i) {
