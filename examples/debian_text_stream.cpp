@@ -377,7 +377,7 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
     return adam<F>(std::move(p), {.learning_rate = o.learning_rate, .beta2 = 0.95});  // Adam (0.9, 0.95), the released scripts'
   };
   runner_options run{.epochs_per_task = o.epochs, .epochs_schedule = schedule_for(o, method, index_t(stream.tasks.size())),
-                     .batch_size = o.batch, .eval_batch_size = 16, .clip_norm = o.clip,
+                     .batch_size = o.batch, .eval_batch_size = 32, .clip_norm = o.clip,  // 32: one generation per task
                      .score_later_tasks = false,  // after task n: tasks 0..n + 1 (forward transfer reads n + 1)
                      .seed = seed,
                      .guard = {.enabled = o.divergence_factor > 0, .factor = o.divergence_factor},
