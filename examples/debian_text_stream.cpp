@@ -9,7 +9,8 @@
 // Hugging Face Llama folder; tokenizer.model: SentencePiece; pretraining.json; manifest.json with every file's
 // checksum, written last): a later run with the same settings and Debian files loads them, anything else
 // pre-trains again. Writes DIR/results.json, DIR/results.csv, DIR/heatmap_<method>.svg,
-// DIR/score_after_each_task.svg, DIR/tree_<method>.svg, DIR/base_model.json and DIR/answers_<method>.txt (each
+// DIR/score_after_each_task.svg, DIR/tree_<method>.svg, DIR/base_model.json, DIR/answer_loss.json (the held-out
+// answer loss after each task, every run) and DIR/answers_<method>.txt (each
 // method's answers to three test prompts per task after its last task, and the base model's). After task n every
 // task up to n + 1 is scored (forward transfer reads n + 1; later ones are not: generation is most of a run's
 // time). Every run is checkpointed after every task in DIR/checkpoints; --resume continues from there.
@@ -342,6 +343,8 @@ struct run_record {
   std::uint64_t seed;
   run_result result;
   std::vector<tree_node> tree;
+  accuracy_matrix losses = accuracy_matrix(0);  ///< held-out answer loss after task i on task j (held_out_loss)
+  double base_loss = std::nan("");             ///< task 0's held-out answer loss before any training
 };
 
 /// The released scripts' epochs per task for 8 tasks.
@@ -385,19 +388,32 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
                      .resume = o.resume};
   progress_bar progress(concat("[", method, " seed ", seed, "]"));
   run_record record{method, seed, run_result{method, accuracy_matrix(0), accuracy_matrix(0), accuracy_matrix(0)}, {}};
+  // The held-out answer loss after each task (no generation): what each task taught and what later ones undid, even
+  // where a small model's answers score near zero. Task 0's loss before training (the model on the base weights,
+  // also when a run resumes) anchors the first task's drop.
+  const auto run_with_losses = [&](auto& model, auto& strategy) {
+    held_out_loss losses(model, stream, 32);
+    record.base_loss = losses.loss(0);
+    if (method == "Joint") {
+      record.result = run_joint(model, stream, strategy, optimizer, run, progress);
+      losses.record(index_t(stream.tasks.size()) - 1);
+    } else {
+      record.result = run_stream(model, stream, strategy, optimizer, run, progress, losses);
+    }
+    record.losses = losses.losses();
+  };
   const standard_lora::config lora{.rank = o.rank, .alpha = o.alpha, .seed = seed};
   if (method == "SeqLoRA" || method == "Joint") {
     auto model = make_model<standard_lora>(backend, base, o, seed, o.targets, lora);
     seq_lora strategy;
-    record.result = method == "Joint" ? run_joint(model, stream, strategy, optimizer, run, progress)
-                                      : run_stream(model, stream, strategy, optimizer, run, progress);
+    run_with_losses(model, strategy);
     answers(model);
   } else if (method == "TreeLoRA-reference") {
     auto model = make_model<standard_lora>(backend, base, o, seed, o.targets, lora);
     // the released code's tree is as deep as there are LoRA modules
     tree_lora_reference<F> strategy({.reference_strength = o.reference_strength,
                                      .tree = {.max_depth = index_t(model.adapters().size())}, .seed = seed});
-    record.result = run_stream(model, stream, strategy, optimizer, run, progress);
+    run_with_losses(model, strategy);
     answers(model);
     record.tree = strategy.tree().nodes();
   } else if (method == "TreeLoRA-paper" || method == "TreeLoRA-Thompson") {
@@ -405,19 +421,19 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
     const tree_lora_config c{.pull_strength = o.pull_strength, .tree = {.max_depth = index_t(model.adapters().size())}, .seed = seed};
     if (method == "TreeLoRA-paper") {
       tree_lora_paper<F> strategy(c);
-      record.result = run_stream(model, stream, strategy, optimizer, run, progress);
+      run_with_losses(model, strategy);
       answers(model);
       record.tree = strategy.tree().nodes();
     } else {
       tree_lora_thompson<F> strategy(c, o.thompson_scale);
-      record.result = run_stream(model, stream, strategy, optimizer, run, progress);
+      run_with_losses(model, strategy);
       answers(model);
       record.tree = strategy.tree().nodes();
     }
   } else if (method == "O-LoRA") {
     auto model = make_model<olora>(backend, base, o, seed, o.targets, {.rank = o.rank, .alpha = o.alpha, .seed = seed});
     olora_strategy<F> strategy;
-    record.result = run_stream(model, stream, strategy, optimizer, run, progress);
+    run_with_losses(model, strategy);
     answers(model);
   } else if (method == "InfLoRA") {
     std::vector<std::string> targets = o.targets;  // InfLoRA adapts W_k where the others adapt W_q
@@ -425,7 +441,7 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
     targets.erase(std::unique(targets.begin(), targets.end()), targets.end());
     auto model = make_model<inflora>(backend, base, o, seed, targets, {.rank = o.rank, .seed = seed});
     inflora_strategy strategy({.collection_batch_size = 16});
-    record.result = run_stream(model, stream, strategy, optimizer, run, progress);
+    run_with_losses(model, strategy);
     answers(model);
   } else {
     throw_invalid_argument("debian_text_stream", concat("unknown method '", method, "'"));
@@ -456,6 +472,33 @@ double or_nan(const std::function<double()>& f) {
   }
 }
 
+/// The held-out answer loss figures of a run: the final mean over the tasks; learned, the mean drop of each task's
+/// loss over its own training (task n: the loss after task n - 1, or on the base weights for task 0, minus the loss
+/// after task n); forgot, the mean rise of each earlier task's loss from the end of its training to the end of the
+/// stream (positive: forgetting). NaN where the matrix does not hold what a figure needs (a joint run: final only).
+struct loss_summary {
+  double final_loss = std::nan(""), learned = std::nan(""), forgot = std::nan("");
+};
+loss_summary summarise_losses(const run_record& r) {
+  loss_summary out;
+  const accuracy_matrix& m = r.losses;
+  const index_t tasks = m.tasks();
+  if (tasks == 0) return out;
+  const auto finite_mean = [](const std::vector<double>& v) {
+    double s = 0;
+    for (double x : v)
+      if (!std::isfinite(x)) return std::nan("");
+      else s += x;
+    return v.empty() ? std::nan("") : s / double(v.size());
+  };
+  std::vector<double> last, drops, rises;
+  for (index_t j = 0; j < tasks; ++j) last.push_back(m(tasks - 1, j));
+  for (index_t n = 0; n < tasks; ++n) drops.push_back((n == 0 ? r.base_loss : m(n - 1, n)) - m(n, n));
+  for (index_t j = 0; j + 1 < tasks; ++j) rises.push_back(m(tasks - 1, j) - m(j, j));
+  out.final_loss = finite_mean(last), out.learned = finite_mean(drops), out.forgot = finite_mean(rises);
+  return out;
+}
+
 void write_reports(const options& o, const std::vector<run_record>& records, const std::vector<std::string>& names,
                    const nlohmann::json& base_report) {
   namespace fs = std::filesystem;
@@ -466,6 +509,22 @@ void write_reports(const options& o, const std::vector<run_record>& records, con
   config.add("task_names", names);
   write_results(out, results, config.str());
   write_file_atomically(out / "base_model.json", std::string_view(base_report.dump(2)));
+  nlohmann::json losses = nlohmann::json::array();
+  for (const auto& r : records) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (index_t i = 0; i < r.losses.tasks(); ++i) {
+      nlohmann::json row = nlohmann::json::array();
+      for (index_t j = 0; j < r.losses.tasks(); ++j)
+        row.push_back(std::isfinite(r.losses(i, j)) ? nlohmann::json(r.losses(i, j)) : nlohmann::json(nullptr));
+      rows.push_back(std::move(row));
+    }
+    const loss_summary l = summarise_losses(r);
+    const auto number = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
+    losses.push_back({{"method", r.method}, {"seed", r.seed}, {"base_loss_task0", number(r.base_loss)},
+                      {"final", number(l.final_loss)}, {"learned", number(l.learned)}, {"forgot", number(l.forgot)},
+                      {"matrix", std::move(rows)}});
+  }
+  write_file_atomically(out / "answer_loss.json", std::string_view(losses.dump(1)));
   std::map<std::string, std::vector<const run_record*>> by_method;
   for (const auto& r : records) by_method[r.method].push_back(&r);
   std::vector<svg::series> lines;
@@ -505,11 +564,12 @@ void print_summary(const std::vector<run_record>& records, const std::vector<std
   for (const auto& r : records)
     if (std::find(order.begin(), order.end(), r.method) == order.end()) order.push_back(r.method);
   double seq_seconds = std::nan("");
-  std::printf("\n%-20s %15s %15s %9s %9s %8s", "method", "OP %", "BWT %", "seconds", "vs Seq", "peak MB");
+  std::printf("\n%-20s %15s %15s %6s %7s %7s %9s %9s %8s", "method", "OP %", "BWT %", "loss", "learned", "forgot", "seconds",
+              "vs Seq", "peak MB");
   for (const auto& n : names) std::printf(" %12.12s", n.c_str());
   std::printf("\n");
   for (const auto& method : order) {
-    std::vector<double> op, bwt, sec;
+    std::vector<double> op, bwt, sec, loss, learned, forgot;
     std::vector<std::vector<double>> per_task(names.size());
     double peak = 0;
     for (const auto& r : records) {
@@ -518,6 +578,8 @@ void print_summary(const std::vector<run_record>& records, const std::vector<std
       op.push_back(100 * final_average_accuracy(m));
       bwt.push_back(100 * or_nan([&] { return backward_transfer(m); }));
       sec.push_back(r.result.seconds);
+      const loss_summary l = summarise_losses(r);
+      loss.push_back(l.final_loss), learned.push_back(l.learned), forgot.push_back(l.forgot);
       for (std::size_t j = 0; j < names.size(); ++j) per_task[j].push_back(100 * m(m.tasks() - 1, index_t(j)));
       peak = std::max(peak, r.result.peak_bytes.empty() ? 0.0 : double(r.result.peak_bytes.back()) / 1048576.0);
     }
@@ -528,12 +590,14 @@ void print_summary(const std::vector<run_record>& records, const std::vector<std
       else std::snprintf(b, sizeof b, "%.2f +- %.2f", mean(v), stddev(v));
       return std::string(b);
     };
-    std::printf("%-20s %15s %15s %9.1f %9.2f %8.0f", method.c_str(), cell(op).c_str(), cell(bwt).c_str(), mean(sec),
-                mean(sec) / seq_seconds, peak);
+    std::printf("%-20s %15s %15s %6.2f %7.2f %7.2f %9.1f %9.2f %8.0f", method.c_str(), cell(op).c_str(), cell(bwt).c_str(),
+                mean(loss), mean(learned), mean(forgot), mean(sec), mean(sec) / seq_seconds, peak);
     for (const auto& t : per_task) std::printf(" %12.1f", mean(t));
     std::printf("\n");
   }
   std::printf("OP: mean final score over the tasks; BWT: paper sign (forgetting positive); mean +- std over seeds;\n"
+              "loss: final held-out answer loss (nats per token, mean over tasks); learned: its mean drop over each task's own\n"
+              "training; forgot: its mean rise on earlier tasks by the end (positive: forgetting); means over seeds;\n"
               "vs Seq: training time over SeqLoRA's (same run); per task: the final score (%%).\n");
 }
 

@@ -1,7 +1,8 @@
 cmake_policy(SET CMP0057 NEW)  # if(IN_LIST)
 # Runs debian_text_stream --quick into WORK_DIR (pre-training its tiny base model into an empty cache) and checks
 # results.json: one row per method and seed with the required fields and scores in [0, 1], the plots, the base
-# model's folder (a Hugging Face Llama folder, a SentencePiece model, the manifest) and its pre-training report.
+# model's folder (a Hugging Face Llama folder, a SentencePiece model, the manifest) and its pre-training report,
+# and answer_loss.json (the held-out answer loss matrices).
 # A second run must find the cached base model.
 file(REMOVE_RECURSE "${WORK_DIR}/out" "${WORK_DIR}/cache")
 foreach(attempt first second)
@@ -22,6 +23,7 @@ foreach(attempt first second)
   endif()
   set(first_results "")
   file(READ "${WORK_DIR}/out/results.json" first_results)
+  file(READ "${WORK_DIR}/out/answer_loss.json" first_losses)
   set(METHODS SeqLoRA)  # the second run only checks the cache and determinism
 endforeach()
 file(READ "${WORK_DIR}/out/results.json" results)
@@ -56,6 +58,29 @@ string(JSON second_matrix GET "${results}" 0 matrix)
 if(NOT first_matrix STREQUAL second_matrix)
   message(FATAL_ERROR "SeqLoRA's matrix differs between two runs of the same seed:\n${first_matrix}\n${second_matrix}")
 endif()
+# answer_loss.json: one entry per run; the held-out answer loss matrix after each task, its summary figures (a joint
+# run has only the final mean)
+string(JSON loss_rows LENGTH "${first_losses}")
+if(NOT loss_rows EQUAL rows)
+  message(FATAL_ERROR "answer_loss.json has ${loss_rows} entries for ${rows} runs")
+endif()
+math(EXPR last "${loss_rows} - 1")
+foreach(i RANGE ${last})
+  string(JSON method GET "${first_losses}" ${i} method)
+  string(JSON final GET "${first_losses}" ${i} final)
+  string(JSON learned_type TYPE "${first_losses}" ${i} learned)
+  string(JSON first_cell GET "${first_losses}" ${i} matrix 0 0)
+  if(NOT final GREATER 0 OR NOT final LESS 20)
+    message(FATAL_ERROR "${method}: final held-out answer loss ${final} is not a loss in (0, 20) nats")
+  endif()
+  if(method STREQUAL "Joint")
+    if(NOT learned_type STREQUAL "NULL")
+      message(FATAL_ERROR "Joint: 'learned' must be null (a joint run has only the last row)")
+    endif()
+  elseif(NOT learned_type STREQUAL "NUMBER" OR NOT first_cell GREATER 0)
+    message(FATAL_ERROR "${method}: answer_loss.json lacks 'learned' (${learned_type}) or the loss after task 0 (${first_cell})")
+  endif()
+endforeach()
 foreach(plot results.csv score_after_each_task.svg heatmap_SeqLoRA.svg tree_TreeLoRA-paper.svg base_model.json
              answers_base_model.txt)
   if(NOT EXISTS "${WORK_DIR}/out/${plot}")

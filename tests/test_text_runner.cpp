@@ -1,6 +1,7 @@
 // The runner on text tasks (strategy/text_runner.hpp): the step equals one written by hand (loss on the answer and
 // EOS only, built here without next_token_labels), every strategy trains a language model through run_stream, the
-// same seed gives the same matrices, a run stopped inside a task resumes bit for bit, bad streams are refused.
+// same seed gives the same matrices, a run stopped inside a task resumes bit for bit, bad streams are refused, the
+// held-out answer loss recorder matches a loss computed by hand one example at a time.
 #include "test_support.hpp"
 
 #include <filesystem>
@@ -168,6 +169,49 @@ TEST_CASE("text runner: score_later_tasks = false scores tasks 0..n + 1 after ta
   CHECK(std::isnan(r.task_il(0, 2)));
   for (index_t j = 0; j < 3; ++j) CHECK(std::isfinite(r.task_il(2, j)));
   CHECK(std::isfinite(forward_transfer(r.task_il, r.before)));
+}
+
+/// Task `task`'s held-out answer loss by hand: each test example alone (no padding), logsumexp - logit at every
+/// position whose next token is an answer token or EOS, summed over the set and divided by the count.
+double answer_loss_by_hand(llama<D>& model, const token_task& task) {
+  double total = 0;
+  index_t counted = 0;
+  for (const auto& e : task.test) {
+    std::vector<index_t> ids = e.prompt;
+    ids.insert(ids.end(), e.answer.begin(), e.answer.end());
+    const index_t width = index_t(ids.size());
+    const auto host = model.forward_tokens(ids, left_padded_layout(ids, 1, width, pad)).to_host();
+    for (index_t p = index_t(e.prompt.size()) - 1; p + 1 < width; ++p) {
+      double m = -1e300, z = 0;
+      for (index_t v = 0; v < vocabulary; ++v) m = std::max(m, host[std::size_t(p * vocabulary + v)]);
+      for (index_t v = 0; v < vocabulary; ++v) z += std::exp(host[std::size_t(p * vocabulary + v)] - m);
+      total += m + std::log(z) - host[std::size_t(p * vocabulary + ids[std::size_t(p + 1)])];
+      ++counted;
+    }
+  }
+  return total / double(counted);
+}
+
+TEST_CASE("text runner: held_out_loss records each task's answer loss after every task, equal to one computed by hand") {
+  token_stream stream = make_stream(24, 5);
+  stream.tasks.push_back(make_task("copy again", false, 3, 24, 5));
+  D backend;
+  llama<D> model(backend, tiny());
+  seq_lora strategy;
+  held_out_loss losses(model, stream, 2);  // batches of 2: padding and several batches, against one example at a time
+  const double before = losses.loss(0);
+  CHECK(before == doctest::Approx(answer_loss_by_hand(model, stream.tasks[0])).epsilon(1e-10));
+  (void)run_stream(model, stream, strategy, adam_at(2e-2), {.epochs_per_task = 3, .batch_size = 4, .eval_batch_size = 5, .seed = 1},
+                   losses);
+  const accuracy_matrix& m = losses.losses();
+  REQUIRE(m.tasks() == 3);
+  CHECK(std::isfinite(m(0, 1)));
+  CHECK(std::isnan(m(0, 2)));  // after task n: tasks 0..n + 1
+  for (index_t j = 0; j < 3; ++j) CHECK(m(2, j) == doctest::Approx(answer_loss_by_hand(model, stream.tasks[std::size_t(j)])).epsilon(1e-10));
+  CHECK(m(0, 0) < before);  // the first task taught its own answers
+  // bad use is refused
+  CHECK_THROWS_WITH_AS(held_out_loss(model, stream, 0), doctest::Contains("batch size 0"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(losses.record(3), doctest::Contains("task 3 outside the stream's 3 tasks"), std::invalid_argument);
 }
 
 TEST_CASE("text runner: every strategy trains a language model") {

@@ -7,6 +7,9 @@
 //               (metrics/text_metrics.hpp), in [0, 1]. A language model reads only the prompt, so there is no
 //               task-IL / class-IL distinction: both matrices hold the same score; task identity is not measured
 //               (NaN).
+//   held-out loss: the held_out_loss callback fills a second matrix, the answer loss (answer tokens and EOS, no
+//               generation) of every test set after each task: on a model too small to answer correctly it still
+//               shows what each task taught and what later tasks undid.
 //   InfLoRA's passes (training_context::forward_training_set): no-grad forward_tokens over the task's training
 //               examples in order, padded batches included (the padding rows' inputs enter the covariances too;
 //               docs/text-benchmark.md).
@@ -175,6 +178,51 @@ class stream_feed<token_stream, M> {
   std::vector<const tokenized_example*> pointers_;
   token_batch batch_;
   tensor<B> gradient_;
+};
+
+/// The held-out answer loss of a token stream's test sets after each task (a runner callback, strategy/callbacks.hpp):
+/// row n, column j = the mean next-token cross-entropy over task j's test answers and EOS once task n has trained
+/// (metrics/text_evaluation.hpp, answer_loss_tokens), for j <= n + 1 or for every j (`all_tasks`). Forward passes
+/// only, in evaluation mode, after the strategy's end_task and outside the timed training. A run resumed from a
+/// checkpoint fills only the rows of the tasks it trains (the others stay NaN).
+template <Model M>
+class held_out_loss {
+ public:
+  held_out_loss(M& model, const token_stream& stream, index_t batch_size = 32, bool all_tasks = false)
+      : model_(model), stream_(stream), batch_size_(batch_size), all_tasks_(all_tasks), losses_(index_t(stream.tasks.size())) {
+    if (batch_size <= 0) throw_invalid_argument("held_out_loss", concat("batch size ", batch_size, " must be positive"));
+    validate_stream(stream, "held_out_loss");
+  }
+
+  void on_task_end(const training_context& context, double) { record(context.task); }
+
+  /// Row n now (what on_task_end does; also for a joint run's last row).
+  void record(index_t n) {
+    if (n < 0 || n >= losses_.tasks())
+      throw_invalid_argument("held_out_loss", concat("task ", n, " outside the stream's ", losses_.tasks(), " tasks"));
+    for (index_t j = 0; j < losses_.tasks(); ++j) {
+      if (j > n + 1 && !all_tasks_) break;
+      losses_(n, j) = loss(j);
+    }
+  }
+
+  /// Task j's held-out answer loss for the model as it is.
+  double loss(index_t j) {
+    const auto& task = stream_.tasks.at(std::size_t(j));
+    model_.set_training(false);
+    const double l = answer_loss_tokens(model_, std::span<const tokenized_example>(task.test), stream_.pad_id, batch_size_);
+    model_.set_training(true);
+    return l;
+  }
+
+  const accuracy_matrix& losses() const { return losses_; }
+
+ private:
+  M& model_;
+  const token_stream& stream_;
+  index_t batch_size_;
+  bool all_tasks_;
+  accuracy_matrix losses_;
 };
 
 /// The multi-task upper bound on a token stream: one task holding every task's training examples, trained through
