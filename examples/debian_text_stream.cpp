@@ -33,6 +33,7 @@
 #include <treelora/metrics/report.hpp>
 #include <treelora/models/hf_causal_lm.hpp>
 #include <treelora/models/lm_pretrain.hpp>
+#include <treelora/strategy/duallora.hpp>
 #include <treelora/strategy/inflora.hpp>
 #include <treelora/strategy/olora.hpp>
 #include <treelora/strategy/seq_lora.hpp>
@@ -54,7 +55,7 @@ namespace {
 struct options {
   std::string out = "out/text", cache = "treelora-cache", root = "/", trace;
   std::vector<std::string> methods = {"SeqLoRA", "TreeLoRA-reference", "TreeLoRA-paper", "TreeLoRA-Thompson",
-                                      "O-LoRA", "InfLoRA", "Joint"};
+                                      "O-LoRA", "InfLoRA", "DualLoRA", "Joint"};
   std::vector<std::uint64_t> seeds = {0};
   std::vector<std::string> tasks = {};  // empty: all eight
   index_t train_per_task = 96, test_per_task = 24, prompt_tokens = 64, answer_tokens = 24, max_new_tokens = 16;
@@ -76,7 +77,7 @@ struct options {
 };
 
 const std::vector<std::string> known_methods = {"SeqLoRA", "TreeLoRA-reference", "TreeLoRA-paper", "TreeLoRA-Thompson",
-                                                "O-LoRA", "InfLoRA", "Joint"};
+                                                "O-LoRA", "InfLoRA", "DualLoRA", "Joint"};
 const std::vector<std::string> task_names = {"wn-sense", "py-nextline", "de-en", "foldoc-topic",
                                              "fortune-lang", "ui-l10n", "man-section", "quiz-facts"};
 
@@ -441,6 +442,15 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
     targets.erase(std::unique(targets.begin(), targets.end()), targets.end());
     auto model = make_model<inflora>(backend, base, o, seed, targets, {.rank = o.rank, .seed = seed});
     inflora_strategy strategy({.collection_batch_size = 16});
+    run_with_losses(model, strategy);
+    answers(model);
+  } else if (method == "DualLoRA") {
+    // A language model has no CLS token: every token is gated by its own input (dual_feature::every_token), and the
+    // task score is the residual bases' energy at the last adapter (no class labels; nothing to calibrate in text).
+    auto model = make_model<dual_lora>(backend, base, o, seed, o.targets,
+                                       {.rank = o.rank, .feature = dual_feature::every_token, .seed = seed});
+    dual_lora_strategy<F> strategy({.task_score = dual_task_score::energy, .task_layers = dual_task_layers::last,
+                                    .calibration = dual_calibration::none, .collection_batch_size = 16});
     run_with_losses(model, strategy);
     answers(model);
   } else {

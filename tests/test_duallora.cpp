@@ -1,5 +1,6 @@
 // DualLoRA: the gates and the calibration on hand-built cases, the gate's backward and the whole adapter's backward
-// (every gate, both orthogonal choices, [batch, tokens, in] and [rows, in] inputs) by finite differences in
+// (every gate, both orthogonal choices, [batch, tokens, in] gated by the CLS row or by every token, and [rows, in]
+// inputs) by finite differences in
 // double, the closed-form protection of earlier tasks' subspace; the task scores on hand-built subspaces, the
 // Gaussian task statistics against a brute-force LDA on class clusters with known tasks, drift compensation on
 // hand-built displacements, the fitted temperature against its closed form; bad input, and the strategy end to end
@@ -141,10 +142,13 @@ TEST_CASE("DualLoRA adapter backward by finite differences (double): every gate,
   double overall = 0;
   for (dual_orthogonal orthogonal : {dual_orthogonal::per_task_fixed_a, dual_orthogonal::shared_projected})
     for (dual_gate gate : all_gates)
-      for (bool tokens : {true, false}) {
+      for (int input : {0, 1, 2}) {  // [batch, tokens, d] gated by the CLS row; [rows, d]; [batch, tokens, d] every token
+        const bool tokens = input != 1;
+        const dual_feature feature = input == 2 ? dual_feature::every_token : dual_feature::first_token;
         D backend;
         lora_layer<linear<D>, dual_lora> layer(backend, linear<D>(backend, d, out, true, 1),
-                                               {.rank = 2, .orthogonal = orthogonal, .gate = gate, .gate_temperature = 0.2});
+                                               {.rank = 2, .orthogonal = orthogonal, .gate = gate, .feature = feature,
+                                                .gate_temperature = 0.2});
         auto& adapter = layer.adapter();
         const matrix bases = orthonormal(d, 3, 9);
         // task 0 (k = 2) trained and frozen, task 1 (k = 1) training
@@ -176,10 +180,35 @@ TEST_CASE("DualLoRA adapter backward by finite differences (double): every gate,
         CHECK(*std::max_element(frozen.begin(), frozen.end()) == 0);
         const double w = *std::max_element(worst.begin(), worst.end());
         overall = std::max(overall, w);
-        INFO("orthogonal ", int(orthogonal), " gate ", gate_name(gate), " tokens ", tokens);
+        INFO("orthogonal ", int(orthogonal), " gate ", gate_name(gate), " input ", input);
         CHECK(w < 1e-6);
       }
   MESSAGE("DualLoRA adapter FD worst relative error over every variant: ", overall);
+}
+
+TEST_CASE("every_token: [batch, tokens, d] gated token by token equals the same rows as [rows, d] samples") {
+  const index_t d = 6, out = 5;
+  std::vector<std::vector<double>> y, dx, db;
+  std::vector<index_t> scored_rows;
+  for (bool every_token : {true, false}) {
+    D backend;
+    lora_layer<linear<D>, dual_lora> layer(backend, linear<D>(backend, d, out, true, 1),
+                                           {.rank = 2, .feature = every_token ? dual_feature::every_token : dual_feature::first_token});
+    layer.adapter().add_residual_task(orthonormal(d, 2, 9).transpose());
+    fill_normal<D>(layer.adapter().residual_b(0), 0, 1, 30);
+    // every_token reads x as [3, 4, d]; the reference reads the same 12 rows as [12, d], each row its own sample
+    auto x = treelora::testing::random_tensor(backend, every_token ? shape{3, 4, d} : shape{12, d}, 3);
+    auto probe = treelora::testing::random_tensor(backend, every_token ? shape{3, 4, out} : shape{12, out}, 77);
+    y.push_back(layer.forward(x).to_host());
+    dx.push_back(layer.backward(probe).to_host());
+    db.push_back(layer.adapter().residual_b_gradient(0).to_host());
+    scored_rows.push_back(index_t(layer.adapter().scores().rows()));
+  }
+  CHECK(relative_error(y[0], y[1]) < 1e-14);
+  CHECK(relative_error(dx[0], dx[1]) < 1e-14);
+  CHECK(relative_error(db[0], db[1]) < 1e-14);
+  CHECK(scored_rows[0] == 12);
+  CHECK(scored_rows[1] == 12);
 }
 
 TEST_CASE("a stop-gradient gate changes dx only in the CLS rows, and none of the parameter gradients") {

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "treelora/models/llama.hpp"
+#include "treelora/strategy/duallora.hpp"
 #include "treelora/strategy/inflora.hpp"
 #include "treelora/strategy/olora.hpp"
 #include "treelora/strategy/text_runner.hpp"
@@ -248,6 +249,23 @@ TEST_CASE("text runner: every strategy trains a language model") {
     check(run_stream(model, stream, strategy, adam_at(1e-2), options));
     REQUIRE(strategy.memories().size() == model.factorized_adapters().size());
     for (const auto& m : strategy.memories()) CHECK(m.rank() > 0);
+  }
+  SUBCASE("DualLoRA: every token gated by its own input; the covariance pass goes through the runner") {
+    llama<D, dual_lora> model(backend, tiny(), {.rank = 2, .feature = dual_feature::every_token, .seed = 1});
+    dual_lora_strategy<D> strategy({.task_score = dual_task_score::energy, .task_layers = dual_task_layers::last,
+                                    .calibration = dual_calibration::none, .collection_batch_size = 8});
+    check(run_stream(model, stream, strategy, adam_at(1e-2), options));
+    REQUIRE(strategy.memories().size() == model.factorized_adapters().size());
+    for (const auto& m : strategy.memories()) CHECK(m.rank() > 0);
+    for (auto* a : model.factorized_adapters()) {
+      CHECK(a->residual_tasks() == 2);
+      // the last forward (a generation step) scored every token row, not one row per sample
+      CHECK(a->scores().cols() == 2);
+    }
+    // without a stream nothing may need class labels
+    CHECK_THROWS_WITH_AS(dual_lora_strategy<D>(dual_lora_options{}), doctest::Contains("without a task_stream"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(dual_lora_strategy<D>(dual_lora_options{.task_score = dual_task_score::energy, .task_layers = dual_task_layers::last}),
+                         doctest::Contains("calibration none"), std::invalid_argument);
   }
   SUBCASE("joint") {
     llama<D> model(backend, tiny());

@@ -4,7 +4,8 @@
 // reconstructed choice (each an option here) in docs/strategies.md, section DualLoRA.
 //
 // For an input x of a sample whose CLS feature at this layer is c (the sample's first row of x when x is
-// [batch, tokens, in]; the row itself when x is [rows, in]):
+// [batch, tokens, in]; the row itself when x is [rows, in]; with feature = every_token, for language models, every
+// row is a sample: each token is gated by its own input):
 //   y = W0 x + b0 + dW_o x + sum_{j<=t} gamma_j(c) B_r^j (U_j^T x)
 // - orthogonal adapter dW_o, per_task_fixed_a (choice A, default): InfLoRA-style branch B_o^t A_o^t with A_o^t
 //   fixed by the strategy (top-r directions of (I - M M^T) C_t, / sqrt 3), B_o^t trained from zeros, merged into
@@ -42,6 +43,13 @@ namespace treelora {
 enum class dual_orthogonal {
   per_task_fixed_a,  ///< choice A (default): per task a fixed InfLoRA-style A_o^t, trained B_o^t, merged after the task
   shared_projected,  ///< choice B: one shared LoRA whose A-gradient is projected onto the complement of span(M)
+};
+
+/// Which row of a sample's input is the feature c the gate reads.
+enum class dual_feature {
+  first_token,  ///< (default) the sample's first row: a ViT's CLS token ([batch, tokens, in]; a row of [rows, in])
+  every_token,  ///< every row is its own sample: each token gated by its own input (decoder-only language models,
+                ///< which have no CLS token and whose first row, padding or BOS, says nothing about the task)
 };
 
 enum class dual_gate {
@@ -146,6 +154,7 @@ struct dual_lora {
     index_t rank = 10;                                           ///< r of the orthogonal adapter
     dual_orthogonal orthogonal = dual_orthogonal::per_task_fixed_a;  ///< choice A (default) or B
     dual_gate gate = dual_gate::energy;                          ///< the dynamic-memory gate
+    dual_feature feature = dual_feature::first_token;            ///< the row the gate reads (CLS or every token)
     double gate_temperature = 0.05;                              ///< softmax gate only
     bool gate_gradient = true;   ///< differentiate the gate through the CLS feature (false: stop-gradient)
     bool merge_finished = true;  ///< choice A: fold finished tasks' B_o A_o into one delta
@@ -392,7 +401,7 @@ struct dual_lora {
 
     /// The CLS rows of x to the host, then P = C U^T, ||c||^2 and the gates.
     void compute_gates(const_tensor_view<B> x) {
-      if (x.shape().rank() == 3) {
+      if (x.shape().rank() == 3 && config_.feature == dual_feature::first_token) {
         samples_ = x.shape()[0];
         tokens_ = x.shape()[1];
       } else {

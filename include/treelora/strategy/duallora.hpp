@@ -24,6 +24,11 @@
 //               bayes (default): logit'_c = log_softmax within task j (c's task) + beta log p(j | x)
 //               confident_task:  when the confidence >= threshold, only the predicted task's classes compete
 //               none:            the raw logits
+// Language models (a token stream, strategy/text_runner.hpp): the adapters gate every token by its own input
+// (dual_lora::config::feature = every_token; a decoder has no CLS token), the strategy is built without a
+// task_stream, its covariance pass goes through the runner (every token of the task's training examples, padding
+// included), and the task score is the energy family at the last adapter, uncalibrated (no class labels; the
+// constructor refuses options that need them).
 // Replay-free: no image or per-sample feature is kept, only the bases, the adapters and per-task statistics (class
 // means, and one shared covariance per layer used; a few KB per task).
 #pragma once
@@ -448,6 +453,18 @@ class dual_lora_strategy {
   /// `stream` must be the stream the runner trains on (the feature passes read each task's training set, and the
   /// calibration each task's classes).
   explicit dual_lora_strategy(const task_stream& stream, dual_lora_options options = {}) : stream_(&stream), options_(options) {
+    validate(options);
+  }
+  /// Without a classification stream (a language model on a token stream): the covariance pass goes through the
+  /// runner (training_context::forward_training_set); the options must not need class labels or a task-end feature
+  /// pass: an energy-family task score read at the last adapter, no fitted temperature, no calibration (checked here).
+  explicit dual_lora_strategy(dual_lora_options options) : options_(options) {
+    validate(options);
+    require_stream_free_options();
+  }
+
+ private:
+  static void validate(const dual_lora_options& options) {
     if (options.collection_batch_size <= 0)
       throw_invalid_argument("dual_lora_strategy", concat("collection batch size ", options.collection_batch_size, " <= 0"));
     if (!(options.task_temperature >= 0 && std::isfinite(options.task_temperature)))
@@ -460,6 +477,7 @@ class dual_lora_strategy {
       throw_invalid_argument("dual_lora_strategy", concat("statistics shrinkage ", options.statistics_shrinkage, " must be >= 0"));
   }
 
+ public:
   std::string name() const { return "DualLoRA"; }
   const dual_lora_options& options() const { return options_; }
   /// One memory per adapter, in model order (span(M) = [U_1 .. U_t]).
@@ -517,15 +535,20 @@ class dual_lora_strategy {
       if (memories_.size() != adapters.size())
         throw_invalid_argument("dual_lora_strategy::begin_task", concat("the model has ", adapters.size(), " adapters, the strategy ",
                                                                         memories_.size(), " memories: one strategy per model"));
-      const auto& train = stream_->tasks.at(std::size_t(context.task)).train;
-      for (auto* a : adapters) a->covariance().collect(true, /*cls_only=*/true);
+      if (!stream_ && !context.forward_training_set)
+        throw_invalid_argument("dual_lora_strategy", "called outside a runner without the stream (construct it with the task_stream)");
+      // each sample's CLS row, or every row when the adapters gate every token
+      const bool cls_only = adapters.front()->settings().feature == dual_feature::first_token;
+      for (auto* a : adapters) a->covariance().collect(true, cls_only);
       before_.clear();
-      if (options_.task_score == dual_task_score::statistics && options_.drift_compensation != dual_drift::none &&
-          !statistics_layers_.empty()) {  // the same pass also keeps the task's features for the drift compensation
-        auto features = features_pass(model, train);
+      if (!stream_) {
+        context.forward_training_set(options_.collection_batch_size);
+      } else if (options_.task_score == dual_task_score::statistics && options_.drift_compensation != dual_drift::none &&
+                 !statistics_layers_.empty()) {  // the same pass also keeps the task's features for the drift compensation
+        auto features = features_pass(model, stream_->tasks.at(std::size_t(context.task)).train);
         for (index_t l : statistics_layers_) before_.push_back(std::move(features.cls[std::size_t(l)]));
       } else {
-        detail::feature_pass(model, train, options_.collection_batch_size);
+        detail::feature_pass(model, stream_->tasks.at(std::size_t(context.task)).train, options_.collection_batch_size);
       }
       for (auto* a : adapters) a->covariance().collect(false);
       const double threshold = gpm_threshold(context.task, context.tasks, options_.threshold_base);
@@ -567,8 +590,8 @@ class dual_lora_strategy {
     } else {
       auto adapters = model.factorized_adapters();
       for (std::size_t i = 0; i < adapters.size(); ++i) adapters[i]->finish_task();
-      if (options_.task_score == dual_task_score::statistics || options_.task_layers == dual_task_layers::all ||
-          options_.fit_temperature)
+      if (stream_ && (options_.task_score == dual_task_score::statistics || options_.task_layers == dual_task_layers::all ||
+                      options_.fit_temperature))
         task_end_pass(model, context.task);
       state_bytes_ = statistics_.bytes();
       for (std::size_t i = 0; i < adapters.size(); ++i) state_bytes_ += memories_[i].bytes() + adapters[i]->state_bytes();
@@ -601,8 +624,8 @@ class dual_lora_strategy {
     ar.value("fitted_temperature", fitted_temperature_), ar.value("finished", finished_), ar.value("state_bytes", state_bytes_);
     if constexpr (Archive::loading()) {  // everything against the model (loaded first) and the stream
       const auto adapters = model.factorized_adapters();
-      ar.require(finished_ >= 0 && std::size_t(finished_) <= stream_->tasks.size(), "finished",
-                 concat("must be in [0, ", stream_->tasks.size(), "] (the stream's tasks)"));
+      ar.require(finished_ >= 0 && (!stream_ || std::size_t(finished_) <= stream_->tasks.size()), "finished",
+                 concat("must be in [0, ", stream_ ? stream_->tasks.size() : std::size_t(0), "] (the stream's tasks)"));
       ar.require(same_input_.empty() || same_input_.size() == n, "same_input", "must be empty or one per memory");
       for (std::size_t i = 0; i < n; ++i) {
         const index_t tasks = adapters[i]->residual_tasks();
@@ -706,6 +729,16 @@ class dual_lora_strategy {
   }
 
  private:
+  /// Without a stream nothing may need class labels or a task-end pass over the task's examples.
+  void require_stream_free_options() const {
+    if (options_.task_score == dual_task_score::statistics || options_.task_layers == dual_task_layers::all ||
+        options_.fit_temperature || options_.calibration != dual_calibration::none)
+      throw_invalid_argument("dual_lora_strategy",
+                             "without a task_stream (e.g. on a token stream) the options need task_score energy, relative or "
+                             "dimension, task_layers last, fit_temperature false and calibration none (the statistics score, "
+                             "the all-layers scores, the fitted temperature and the calibration read class-labelled examples)");
+  }
+
   /// S_j from per-adapter CLS features and energies (pointers indexed by adapter), over `layers`.
   Eigen::MatrixXd combined_scores(dual_task_score score, const std::vector<index_t>& layers,
                                   const std::vector<const Eigen::MatrixXd*>& cls,
@@ -832,7 +865,7 @@ class dual_lora_strategy {
     if (distinct_layers_.empty()) distinct_layers_.push_back(same_input_.back());
   }
 
-  const task_stream* stream_;
+  const task_stream* stream_ = nullptr;
   dual_lora_options options_;
   std::vector<gpm_memory> memories_;
   std::vector<gpm_projector<B>> projectors_;
