@@ -71,7 +71,8 @@ auto adam_at(double lr) {
   return [lr](parameter_list<D> p) { return adam<D>(std::move(p), {.learning_rate = lr}); };
 }
 
-std::vector<std::vector<double>> trained_values(llama<D>& model) {
+template <class M>
+std::vector<std::vector<double>> trained_values(M& model) {
   std::vector<std::vector<double>> out;
   for (auto& p : parameters(model))
     if (p.trainable) out.push_back(p.value->to_host());
@@ -313,6 +314,39 @@ TEST_CASE("text runner: a run stopped inside a task resumes bit for bit") {
   llama<D> model(backend, tiny());
   tree_lora_paper<D> s3({.seed = 3});
   CHECK_THROWS_WITH(run_stream(model, other, s3, adam_at(1e-2), options), doctest::Contains("stream_fingerprint"));
+  std::filesystem::remove_all(folder);
+}
+
+TEST_CASE("text runner: DualLoRA on a language model stopped inside its second task resumes bit for bit") {
+  const token_stream stream = make_stream(16, 4);
+  const auto folder = std::filesystem::temp_directory_path() / concat("treelora_text_runner_dual_", ::getpid());
+  std::filesystem::create_directories(folder);
+  runner_options options{.epochs_per_task = 2, .batch_size = 8, .eval_batch_size = 4, .seed = 4};
+  const dual_lora::config adapters{.rank = 2, .feature = dual_feature::every_token, .seed = 1};
+  const dual_lora_options settings{.task_score = dual_task_score::energy, .task_layers = dual_task_layers::last,
+                                   .calibration = dual_calibration::none, .collection_batch_size = 8};
+  D backend;
+  llama<D, dual_lora> whole(backend, tiny(), adapters);
+  dual_lora_strategy<D> s1(settings);
+  const run_result expected = run_stream(whole, stream, s1, adam_at(1e-2), options);
+  struct stop_at {
+    void on_step(const training_context& c, double) const {
+      if (c.global_step + 1 == 7) throw std::runtime_error("stopped");  // task 1, its second epoch
+    }
+  } stop;
+  options.checkpoint = folder / "run.safetensors", options.checkpoint_every_steps = 3, options.resume = true;
+  {
+    llama<D, dual_lora> model(backend, tiny(), adapters);
+    dual_lora_strategy<D> s(settings);
+    CHECK_THROWS_WITH(run_stream(model, stream, s, adam_at(1e-2), options, stop), doctest::Contains("stopped"));
+  }
+  llama<D, dual_lora> resumed(backend, tiny(), adapters);
+  dual_lora_strategy<D> s2(settings);
+  const run_result got = run_stream(resumed, stream, s2, adam_at(1e-2), options);
+  for (index_t i = 0; i < 2; ++i)
+    for (index_t j = 0; j < 2; ++j) CHECK(got.task_il(i, j) == expected.task_il(i, j));
+  CHECK(got.final_loss == expected.final_loss);
+  CHECK(trained_values(resumed) == trained_values(whole));
   std::filesystem::remove_all(folder);
 }
 
