@@ -22,6 +22,7 @@
 #include <iostream>
 #include <limits>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -73,6 +74,8 @@ struct options {
   std::size_t corpus_bytes = 4'000'000;  // GCIDE text read for pre-training (the tokenizer reads a quarter of it)
   double divergence_factor = 4;
   bool resume = false;
+  index_t stop_after_task = 0;   // stop every run after this many tasks, as a crash would (0: never)
+  index_t checkpoint_every = 0;  // also checkpoint every this many steps inside a task (0: between tasks only)
   std::string preset = "default";
 };
 
@@ -104,7 +107,11 @@ const char* usage =
     "  --vocabulary N --width N --layers N --heads N --kv-heads N --intermediate N     the base Llama\n"
     "  --pretrain-steps N --pretrain-batch N --pretrain-tokens N --pretrain-lr X --corpus-bytes N\n"
     "  --divergence-factor X     stop when a task's loss (mean of 20 steps) exceeds X times ln(vocabulary); 0: off\n"
-    "  --resume                  continue every run from its checkpoint in OUT/checkpoints\n";
+    "  --resume                  continue every run from its checkpoint in OUT/checkpoints (a resumed run's held-out\n"
+    "                            loss rows of the tasks before the resume point stay empty)\n"
+    "  --checkpoint-every N      also checkpoint every N steps inside a task (default 0: after every task only)\n"
+    "  --stop-after-task N       stop every run after N tasks (its checkpoint written), as a crash would; exits with\n"
+    "                            status 3 (then --resume continues)\n";
 
 options parse(int argc, char** argv) {
   options o;
@@ -176,6 +183,8 @@ options parse(int argc, char** argv) {
     else if (key == "--heads") o.heads = count(1, 1 << 16);
     else if (key == "--kv-heads") o.kv_heads = count(1, 1 << 16);
     else if (key == "--intermediate") o.intermediate = count(1, 1 << 20);
+    else if (key == "--stop-after-task") o.stop_after_task = count(1, 1 << 20);
+    else if (key == "--checkpoint-every") o.checkpoint_every = count(0, std::int64_t(1) << 40);
     else if (key == "--pretrain-steps") o.pretrain_steps = count(1, 1 << 24);
     else if (key == "--pretrain-batch") o.pretrain_batch = count(1, 1 << 16);
     else if (key == "--pretrain-tokens") o.pretrain_tokens = count(8, 1 << 16);
@@ -339,6 +348,11 @@ base_model load_or_pretrain(const options& o, const std::vector<text_task>& task
 }
 
 // ------------------------------------------------------------------------------------------------- one run
+/// Thrown when a run stops where --stop-after-task asked (after its checkpoint was written).
+struct run_stopped : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 struct run_record {
   std::string method;
   std::uint64_t seed;
@@ -386,8 +400,19 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
                      .seed = seed,
                      .guard = {.enabled = o.divergence_factor > 0, .factor = o.divergence_factor},
                      .checkpoint = std::filesystem::path(o.out) / "checkpoints" / concat(method, "-seed", seed, ".safetensors"),
-                     .resume = o.resume};
-  progress_bar progress(concat("[", method, " seed ", seed, "]"));
+                     .resume = o.resume, .checkpoint_every_steps = o.checkpoint_every};
+  progress_bar progress_line(concat("[", method, " seed ", seed, "]"));
+  struct with_stop {  // the progress line and --stop-after-task, as one callback
+    progress_bar& line;
+    index_t stop_before;
+    void on_task_begin(const training_context& c) {
+      if (stop_before > 0 && c.task == stop_before)
+        throw run_stopped(concat("stopped after task ", stop_before, " as asked (--stop-after-task)"));
+      line.on_task_begin(c);
+    }
+    void on_step(const training_context& c, double r) { line.on_step(c, r); }
+    void on_task_end(const training_context& c, double s) { line.on_task_end(c, s); }
+  } progress{progress_line, o.stop_after_task};
   run_record record{method, seed, run_result{method, accuracy_matrix(0), accuracy_matrix(0), accuracy_matrix(0)}, {}};
   // The held-out answer loss after each task (no generation): what each task taught and what later ones undid, even
   // where a small model's answers score near zero. Task 0's loss before training (the model on the base weights,
@@ -653,15 +678,27 @@ int main(int argc, char** argv) try {
                                               {.max_prompt_tokens = o.prompt_tokens, .max_answer_tokens = o.answer_tokens},
                                               o.max_new_tokens);
   std::vector<run_record> records;
+  std::vector<std::string> stopped;
   for (const std::uint64_t seed : o.seeds)
     for (const auto& method : o.methods) {
-      records.push_back(run_method(method, o, seed, stream, base));
+      try {
+        records.push_back(run_method(method, o, seed, stream, base));
+      } catch (const run_stopped& e) {
+        std::fprintf(stderr, "\n%s seed %llu: %s\n", method.c_str(), (unsigned long long)seed, e.what());
+        stopped.push_back(concat(method, " seed ", seed));
+        continue;
+      }
       const auto& r = records.back().result;
       std::printf("\n%s, seed %llu: score (%%) after task i (rows) on task j (columns):\n%s", method.c_str(),
                   (unsigned long long)seed, r.task_il.to_table().c_str());
       std::fflush(stdout);
       write_reports(o, records, names, base.report);
     }
+  if (!stopped.empty()) {
+    std::printf("%zu run(s) stopped after task %lld as asked; their checkpoints are in %s/checkpoints: run the same "
+                "command with --resume to continue them\n", stopped.size(), (long long)o.stop_after_task, o.out.c_str());
+    return 3;
+  }
   {  // what the base model answers, for reading (the fine-tuned models' answers are scored in the tables)
     F backend;
     auto model = make_model<standard_lora>(backend, base, o, 0, {}, {});

@@ -4,7 +4,8 @@
 #   text:   the Debian text stream with a pre-trained Llama (examples/debian_text_stream.cpp), into out/text/
 # Options for both: --quick (smoke run), --full (the paper-sized protocols), --resume, --seeds LIST.
 # --only vision|text runs one half; --vision "ARGS" and --text "ARGS" pass more options to one program
-# (see each program's --help).
+# (see each program's --help). Both halves run at once (the vision program uses one core); the text half's tables
+# are printed after the vision half's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 common=() vision=() text=() only=""
@@ -15,7 +16,7 @@ while (($#)); do
     --only) only="$2"; shift ;;
     --vision) read -r -a vision <<< "$2"; shift ;;
     --text) read -r -a text <<< "$2"; shift ;;
-    -h|--help) sed -n 2,7p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,8p "$0"; exit 0 ;;
     *) echo "scripts/main.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -27,9 +28,37 @@ targets=()
 [[ $only != text ]] && targets+=(split_fashion_mnist)
 [[ $only != vision ]] && targets+=(debian_text_stream)
 cmake --build --preset release -j "$(nproc)" --target "${targets[@]}"
-if [[ $only != text ]]; then
+run_vision() {
   ./build/release/examples/split_fashion_mnist --out out --cache build/treelora-cache ${common[@]+"${common[@]}"} ${vision[@]+"${vision[@]}"}
-fi
-if [[ $only != vision ]]; then
+}
+run_text() {
   ./build/release/examples/debian_text_stream --out out/text --cache build/treelora-cache ${common[@]+"${common[@]}"} ${text[@]+"${text[@]}"}
-fi
+}
+case "$only" in
+  vision) run_vision ;;
+  text) run_text ;;
+  *)
+    # Both halves at once: the vision program runs on one thread (its products are too small for two), so the text
+    # half takes the other core meanwhile. Its tables go to out/text/main.log and are printed when it ends, its
+    # progress lines to out/text/progress.log.
+    mkdir -p out/text
+    run_text > out/text/main.log 2> out/text/progress.log &
+    text_pid=$!
+    trap 'kill "$text_pid" 2> /dev/null || true' EXIT
+    echo "scripts/main.sh: the text half runs alongside the vision half (progress: out/text/progress.log)"
+    run_vision
+    echo
+    echo "scripts/main.sh: the vision half is done; waiting for the text half (progress: out/text/progress.log)"
+    text_status=0
+    wait "$text_pid" || text_status=$?
+    trap - EXIT
+    echo
+    echo "=== the text half (out/text/main.log) ==="
+    cat out/text/main.log
+    if ((text_status != 0)); then
+      echo "scripts/main.sh: the text half failed (status $text_status); the end of out/text/progress.log:" >&2
+      tail -n 20 out/text/progress.log >&2
+      exit "$text_status"
+    fi
+    ;;
+esac
