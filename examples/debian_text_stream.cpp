@@ -74,6 +74,7 @@ struct options {
   std::size_t corpus_bytes = 4'000'000;  // GCIDE text read for pre-training (the tokenizer reads a quarter of it)
   double divergence_factor = 4;
   bool resume = false;
+  bool prepare_only = false;      // load or pre-train the base model and tokenizer, then stop
   index_t stop_after_task = 0;   // stop every run after this many tasks, as a crash would (0: never)
   index_t checkpoint_every = 0;  // also checkpoint every this many steps inside a task (0: between tasks only)
   std::string preset = "default";
@@ -109,6 +110,8 @@ const char* usage =
     "  --divergence-factor X     stop when a task's loss (mean of 20 steps) exceeds X times ln(vocabulary); 0: off\n"
     "  --resume                  continue every run from its checkpoint in OUT/checkpoints (a resumed run's held-out\n"
     "                            loss rows of the tasks before the resume point stay empty)\n"
+    "  --prepare-only            load or pre-train the base model and tokenizer into the cache, then stop (the same\n"
+    "                            options give the same cached model; the number of threads does not change it)\n"
     "  --checkpoint-every N      also checkpoint every N steps inside a task (default 0: after every task only)\n"
     "  --stop-after-task N       stop every run after N tasks (its checkpoint written), as a crash would; exits with\n"
     "                            status 3 (then --resume continues)\n";
@@ -136,6 +139,10 @@ options parse(int argc, char** argv) {
     }
     if (key == "--resume") {
       o.resume = true;
+      continue;
+    }
+    if (key == "--prepare-only") {
+      o.prepare_only = true;
       continue;
     }
     if (const auto eq = key.find('='); eq != std::string::npos) value = key.substr(eq + 1), key = key.substr(0, eq);
@@ -671,6 +678,11 @@ int main(int argc, char** argv) try {
   std::fprintf(stderr, "\n");
   const std::vector<text_task> all_tasks = load_tasks(o);
   const base_model base = load_or_pretrain(o, all_tasks);  // (the tokenizer reads every task's training text)
+  if (o.prepare_only) {
+    std::printf("base model ready in %s (held-out perplexity %.1f)\n", base.folder.string().c_str(),
+                base.report.value("held_out_perplexity", std::nan("")));
+    return 0;
+  }
   const std::vector<text_task> tasks = chosen_tasks(o, all_tasks);
   std::vector<std::string> names;
   for (const auto& t : tasks) names.push_back(t.name);

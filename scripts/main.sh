@@ -4,8 +4,8 @@
 #   text:   the Debian text stream with a pre-trained Llama (examples/debian_text_stream.cpp), into out/text/
 # Options for both: --quick (smoke run), --full (the paper-sized protocols), --resume, --seeds LIST.
 # --only vision|text runs one half; --vision "ARGS" and --text "ARGS" pass more options to one program
-# (see each program's --help). Both halves run at once (the vision program uses one core); the text half's tables
-# are printed after the vision half's.
+# (see each program's --help). While the vision half runs (on one core), the other core builds the text half and
+# pre-trains its base model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 common=() vision=() text=() only=""
@@ -24,41 +24,35 @@ done
 case "$only" in ""|vision|text) ;; *) echo "scripts/main.sh: --only vision or text, not '$only'" >&2; exit 2 ;; esac
 bash scripts/install_dependencies.sh
 cmake --preset release -DTREELORA_BUILD_TESTS=OFF -DTREELORA_BUILD_BENCHMARKS=OFF -DTREELORA_BUILD_EXAMPLES=ON
-targets=()
-[[ $only != text ]] && targets+=(split_fashion_mnist)
-[[ $only != vision ]] && targets+=(debian_text_stream)
-cmake --build --preset release -j "$(nproc)" --target "${targets[@]}"
+build() { cmake --build --preset release -j "$1" --target "${@:2}"; }
 run_vision() {
   ./build/release/examples/split_fashion_mnist --out out --cache build/treelora-cache ${common[@]+"${common[@]}"} ${vision[@]+"${vision[@]}"}
 }
 run_text() {
-  ./build/release/examples/debian_text_stream --out out/text --cache build/treelora-cache ${common[@]+"${common[@]}"} ${text[@]+"${text[@]}"}
+  ./build/release/examples/debian_text_stream --out out/text --cache build/treelora-cache ${common[@]+"${common[@]}"} ${text[@]+"${text[@]}"} "$@"
 }
 case "$only" in
-  vision) run_vision ;;
-  text) run_text ;;
+  vision) build "$(nproc)" split_fashion_mnist && run_vision ;;
+  text) build "$(nproc)" debian_text_stream && run_text ;;
   *)
-    # Both halves at once: the vision program runs on one thread (its products are too small for two), so the text
-    # half takes the other core meanwhile. Its tables go to out/text/main.log and are printed when it ends, its
-    # progress lines to out/text/progress.log.
+    # The vision program runs on one thread (its products are too small for two), so while it runs the other core
+    # builds the text program and pre-trains its base model into the cache (one thread: the same model, bit for bit,
+    # as with two); the text half then runs on both cores.
+    build "$(nproc)" split_fashion_mnist
     mkdir -p out/text
-    run_text > out/text/main.log 2> out/text/progress.log &
-    text_pid=$!
-    trap 'kill "$text_pid" 2> /dev/null || true' EXIT
-    echo "scripts/main.sh: the text half runs alongside the vision half (progress: out/text/progress.log)"
+    (build 1 debian_text_stream && run_text --prepare-only --threads 1) > out/text/prepare.log 2>&1 &
+    prepare_pid=$!
+    trap 'kill "$prepare_pid" 2> /dev/null || true' EXIT
+    echo "scripts/main.sh: building the text half and preparing its base model alongside (out/text/prepare.log)"
     run_vision
-    echo
-    echo "scripts/main.sh: the vision half is done; waiting for the text half (progress: out/text/progress.log)"
-    text_status=0
-    wait "$text_pid" || text_status=$?
+    prepare_status=0
+    wait "$prepare_pid" || prepare_status=$?
     trap - EXIT
-    echo
-    echo "=== the text half (out/text/main.log) ==="
-    cat out/text/main.log
-    if ((text_status != 0)); then
-      echo "scripts/main.sh: the text half failed (status $text_status); the end of out/text/progress.log:" >&2
-      tail -n 20 out/text/progress.log >&2
-      exit "$text_status"
+    if ((prepare_status != 0)); then
+      echo "scripts/main.sh: preparing the text half failed (status $prepare_status); the end of out/text/prepare.log:" >&2
+      tail -n 20 out/text/prepare.log >&2
+      exit "$prepare_status"
     fi
+    run_text
     ;;
 esac
