@@ -1,7 +1,8 @@
 // The runner on text tasks (strategy/text_runner.hpp): the step equals one written by hand (loss on the answer and
 // EOS only, built here without next_token_labels), every strategy trains a language model through run_stream, the
-// same seed gives the same matrices, a run stopped inside a task resumes bit for bit, bad streams are refused, the
-// held-out answer loss recorder matches a loss computed by hand one example at a time.
+// same seed gives the same matrices, a run stopped inside a task resumes bit for bit (the held-out loss recorder's
+// rows with it), bad streams are refused, the held-out answer loss recorder matches a loss computed by hand one
+// example at a time.
 #include "test_support.hpp"
 
 #include <filesystem>
@@ -278,7 +279,7 @@ TEST_CASE("text runner: every strategy trains a language model") {
   }
 }
 
-TEST_CASE("text runner: a run stopped inside a task resumes bit for bit") {
+TEST_CASE("text runner: a run stopped inside a task resumes bit for bit, its held-out losses too") {
   const token_stream stream = make_stream(16, 4);
   const auto folder = std::filesystem::temp_directory_path() / concat("treelora_text_runner_", ::getpid());
   std::filesystem::create_directories(folder);
@@ -287,7 +288,16 @@ TEST_CASE("text runner: a run stopped inside a task resumes bit for bit") {
   D backend;
   llama<D> whole(backend, tiny());
   tree_lora_paper<D> s1({.seed = 3});
-  const run_result expected = run_stream(whole, stream, s1, adam_at(1e-2), options);
+  held_out_loss whole_losses(whole, stream, 4, true);
+  const run_result expected = run_stream(whole, stream, s1, adam_at(1e-2), options, whole_losses);
+  const auto same_losses = [](const accuracy_matrix& a, const accuracy_matrix& b) {
+    bool same = a.tasks() == b.tasks();
+    for (index_t i = 0; same && i < a.tasks(); ++i)
+      for (index_t j = 0; j < a.tasks(); ++j)
+        same = same && (std::isnan(a(i, j)) ? std::isnan(b(i, j)) : a(i, j) == b(i, j));
+    return same;
+  };
+  CHECK(std::isfinite(whole_losses.losses()(0, 0)));
 
   struct stop_at {
     index_t step;
@@ -299,15 +309,24 @@ TEST_CASE("text runner: a run stopped inside a task resumes bit for bit") {
   {
     llama<D> model(backend, tiny());
     tree_lora_paper<D> s({.seed = 3});
-    CHECK_THROWS_WITH(run_stream(model, stream, s, adam_at(1e-2), options, stop), doctest::Contains("stopped"));
+    held_out_loss losses(model, stream, 4, true);
+    CHECK_THROWS_WITH(run_stream(model, stream, s, adam_at(1e-2), options, stop, losses), doctest::Contains("stopped"));
+    CHECK(std::isfinite(losses.losses()(0, 0)));  // task 0's row was recorded before the stop (in task 1)
   }
   llama<D> resumed(backend, tiny());
   tree_lora_paper<D> s2({.seed = 3});
-  const run_result got = run_stream(resumed, stream, s2, adam_at(1e-2), options);
+  held_out_loss resumed_losses(resumed, stream, 4, true);  // fresh: task 0's row must come from the checkpoint
+  const run_result got = run_stream(resumed, stream, s2, adam_at(1e-2), options, resumed_losses);
   for (index_t i = 0; i < 2; ++i)
     for (index_t j = 0; j < 2; ++j) CHECK(got.task_il(i, j) == expected.task_il(i, j));
   CHECK(got.final_loss == expected.final_loss);
   CHECK(trained_values(resumed) == trained_values(whole));
+  CHECK(same_losses(resumed_losses.losses(), whole_losses.losses()));
+  {  // the finished run's checkpoint holds the recorder's rows: resumed without it, the unread part is named
+    llama<D> model(backend, tiny());
+    tree_lora_paper<D> s({.seed = 3});
+    CHECK_THROWS_WITH(run_stream(model, stream, s, adam_at(1e-2), options), doctest::Contains("callback0.losses"));
+  }
   // another stream: refused, naming the field
   token_stream other = stream;
   other.tasks[1].train[0].answer[0] = 5 + (other.tasks[1].train[0].answer[0] - 4) % (vocabulary - 5);

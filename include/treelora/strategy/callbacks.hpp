@@ -2,7 +2,10 @@
 // a callback implements any subset of
 //   on_task_begin(context), on_step(context, regulariser), on_task_end(context, seconds),
 //   on_evaluation(after_task, accuracies_task_il), bool should_stop_epoch(context)
-// and the runner calls only what exists, so an unused hook costs nothing.
+// and the runner calls only what exists, so an unused hook costs nothing. A callback that keeps state a resumed
+// run needs (held_out_loss in strategy/text_runner.hpp: the losses after the tasks already done) also implements
+//   template <class Archive> void checkpoint(Archive ar)   (ar.value(name, v): written on save, read on resume)
+// and run_stream saves it in the run's checkpoint and reads it back on resume.
 #pragma once
 
 #include <chrono>
@@ -34,7 +37,8 @@ class progress_bar {
     if (!last && (!terminal_ || c.step % 10 != 0)) return;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     const int width = 24, filled = static_cast<int>(width * (c.step + 1) / std::max<index_t>(1, c.steps_per_epoch));
-    std::fprintf(out_, terminal_ ? "\r%s task" : "%s task %lld/%lld epoch %lld/%lld [%.*s%*s] loss %.4f reg %.4f %.1f steps/s   ",
+    // on a terminal the line redraws in place (a carriage return first)
+    std::fprintf(out_, "%s%s task %lld/%lld epoch %lld/%lld [%.*s%*s] loss %.4f reg %.4f %.1f steps/s   ", terminal_ ? "\r" : "",
                  label_.c_str(), (long long)c.task + 1, (long long)c.tasks, (long long)c.epoch + 1, (long long)c.epochs,
                  filled, "########################", width - filled, "", running_loss_ / double(seen_), regulariser,
                  elapsed > 0 ? double(seen_) / elapsed : 0.0);

@@ -440,29 +440,44 @@ void checkpoint_run(Archive ar, const task_stream& stream, std::uint64_t fingerp
   checkpoint_run(ar, stream, fingerprint, options, result, tasks_done, at);
 }
 
+/// The callbacks that keep state across a resume: those with checkpoint(archive) (strategy/callbacks.hpp), each
+/// under "callback<k>", k counting only such callbacks in the order they were passed (so a run resumed with the same
+/// stateful callbacks, whatever else it passes, reads each one's part back).
+template <class Archive, class... Callbacks>
+void checkpoint_callbacks(const Archive& ar, Callbacks&... callbacks) {
+  index_t k = 0;
+  const auto one = [&](auto& callback) {
+    if constexpr (requires { callback.checkpoint(ar.scope("")); }) callback.checkpoint(ar.scope(concat("callback", k++)));
+  };
+  (one(callbacks), ...);
+}
+
 /// Writes the checkpoint of a run after `tasks_done` tasks, or during task `tasks_done` with its optimiser
-/// (atomically).
-template <class M, class S, class Optimizer = int>
+/// (atomically), with the state of its stateful callbacks.
+template <class M, class S, class Optimizer, class... Callbacks>
 void save_checkpoint(M& model, S& strategy, const stream_identity& stream, const runner_options& options,
-                     run_result& result, index_t tasks_done, run_position at = {}, Optimizer* optimizer = nullptr) {
+                     run_result& result, index_t tasks_done, run_position at, Optimizer* optimizer, Callbacks&... callbacks) {
   checkpoint_writer ar;
   checkpoint_run(ar.scope("run"), stream, options, result, tasks_done, at);
   model.checkpoint(ar.scope("model"));
   strategy.checkpoint(ar.scope("strategy"), model);
   if constexpr (CheckpointableOptimizer<Optimizer>)
     if (optimizer) optimizer->checkpoint(ar.scope("optimizer"));
+  checkpoint_callbacks(ar, callbacks...);
   ar.write(options.checkpoint);
 }
 
 /// Restores a run from its checkpoint; returns the number of tasks it had done (a mid-task checkpoint: the task under
-/// way, and `at` says where; its optimiser is read later from `ar`, which the caller then finishes).
-template <class M, class S>
+/// way, and `at` says where; its optimiser is read later from `ar`, which the caller then finishes). Stateful
+/// callbacks read their part back.
+template <class M, class S, class... Callbacks>
 index_t load_checkpoint(checkpoint_reader& ar, M& model, S& strategy, const stream_identity& stream,
-                        const runner_options& options, run_result& result, run_position& at) {
+                        const runner_options& options, run_result& result, run_position& at, Callbacks&... callbacks) {
   index_t tasks_done = 0;
   checkpoint_run(ar.scope("run"), stream, options, result, tasks_done, at);
   model.checkpoint(ar.scope("model"));
   strategy.checkpoint(ar.scope("strategy"), model);
+  checkpoint_callbacks(ar, callbacks...);
   return tasks_done;
 }
 
@@ -568,7 +583,8 @@ class stream_feed<task_stream, M> {
 
 /// Trains `model` on every task of `stream` in order with `strategy`; `make_optimizer(parameter_list)` builds
 /// a fresh optimiser per task. Callbacks are optional observers (strategy/callbacks.hpp). With
-/// options.checkpoint the run is saved after every task, and with options.resume it continues from that file.
+/// options.checkpoint the run is saved after every task, and with options.resume it continues from that file; a
+/// callback with checkpoint(archive) is saved with it (a resumed run passes the same stateful callbacks).
 /// `stream` is a task_stream (classification) or, with strategy/text_runner.hpp, a token_stream (text tasks for a
 /// language model): any type with a stream_feed.
 template <Model M, class Stream, class S, class OptimizerFactory, class... Callbacks>
@@ -601,7 +617,7 @@ run_result run_stream(M& model, const Stream& stream, S& strategy, OptimizerFact
       identity.emplace(feed.identity());
       if (options.resume && std::filesystem::exists(options.checkpoint)) {
         resumed.emplace(options.checkpoint);
-        first_task = detail::load_checkpoint(*resumed, model, strategy, *identity, options, result, position);
+        first_task = detail::load_checkpoint(*resumed, model, strategy, *identity, options, result, position, callbacks...);
         result.threads = runner_threads();
         if (!position.in_task) {
           resumed->finish();
@@ -692,7 +708,7 @@ run_result run_stream(M& model, const Stream& stream, S& strategy, OptimizerFact
                                     .epoch_loss_count = epoch_loss_count,
                                     .recent_losses = std::vector<double>(recent_losses.begin(), recent_losses.end()),
                                     .task_seconds = std::chrono::duration<double>(begin - start).count() - paused};
-            detail::save_checkpoint(model, strategy, *identity, options, result, n, at, &optimizer);
+            detail::save_checkpoint(model, strategy, *identity, options, result, n, at, &optimizer, callbacks...);
             paused += std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
           }
         }
@@ -712,7 +728,7 @@ run_result run_stream(M& model, const Stream& stream, S& strategy, OptimizerFact
     if constexpr (Checkpointable<M, S>)
       if (!options.checkpoint.empty()) {
         const auto begin = std::chrono::steady_clock::now();
-        detail::save_checkpoint(model, strategy, *identity, options, result, n + 1);
+        detail::save_checkpoint(model, strategy, *identity, options, result, n + 1, {}, static_cast<int*>(nullptr), callbacks...);
         result.checkpoint_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count());
       }
   }

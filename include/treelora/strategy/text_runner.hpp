@@ -183,8 +183,8 @@ class stream_feed<token_stream, M> {
 /// The held-out answer loss of a token stream's test sets after each task (a runner callback, strategy/callbacks.hpp):
 /// row n, column j = the mean next-token cross-entropy over task j's test answers and EOS once task n has trained
 /// (metrics/text_evaluation.hpp, answer_loss_tokens), for j <= n + 1 or for every j (`all_tasks`). Forward passes
-/// only, in evaluation mode, after the strategy's end_task and outside the timed training. A run resumed from a
-/// checkpoint fills only the rows of the tasks it trains (the others stay NaN).
+/// only, in evaluation mode, after the strategy's end_task and outside the timed training. The rows travel with the
+/// run's checkpoint: a resumed run (given the callback again) holds every row an uninterrupted run would.
 template <Model M>
 class held_out_loss {
  public:
@@ -216,6 +216,20 @@ class held_out_loss {
   }
 
   const accuracy_matrix& losses() const { return losses_; }
+
+  /// The rows recorded so far travel with the run's checkpoint (run_stream saves and restores them), so a resumed
+  /// run's matrix equals an uninterrupted run's.
+  template <class Archive>
+  void checkpoint(Archive ar) {
+    const index_t n = losses_.tasks();
+    std::vector<double> values;
+    for (index_t i = 0; i < n; ++i)
+      for (index_t j = 0; j < n; ++j) values.push_back(losses_(i, j));
+    ar.value("losses", values);
+    ar.require(values.size() == std::size_t(n * n), "losses", concat("must hold ", n, " x ", n, " values"));
+    for (index_t i = 0; i < n; ++i)
+      for (index_t j = 0; j < n; ++j) losses_(i, j) = values[std::size_t(i * n + j)];
+  }
 
  private:
   M& model_;
