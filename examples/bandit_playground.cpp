@@ -21,26 +21,14 @@ int main() {
   std::printf("\n\n%-22s %10s   pulls per arm (last %lld steps)\n", "policy", "regret", static_cast<long long>(steps / 2));
 
   std::vector<regret_series> curves;
-  // Plays one policy and prints a row: the pull histogram of the second half shows what it settled on.
+  // Plays one policy and prints a row: the pull histogram of the second half shows what it settled on. (Linked with
+  // treelora::compiled, simulate_bandit of the library's policies is compiled there, not here.)
   const auto play = [&](auto policy, std::string name, std::span<const tree_node> tree) {
-    const auto regret = simulate_regret(policy, means, steps, noise, /*seed=*/7, tree);
-    // replay to count pulls (same seed, same choices)
-    policy.reset(bandit_setup{arms, 1, steps, tree});
-    random::generator choices(7), environment(random::mix64(7 ^ 0x5eedULL));
-    std::vector<int> pulls(static_cast<std::size_t>(arms), 0);
-    std::vector<double> all(static_cast<std::size_t>(arms));
-    for (index_t t = 0; t < steps; ++t) {
-      for (index_t k = 0; k < arms; ++k) all[static_cast<std::size_t>(k)] = means[static_cast<std::size_t>(k)] + noise * environment.normal();
-      if constexpr (FullInformationPolicy<decltype(policy)>) policy.observe_all(all);
-      const index_t arm = policy.select(t, choices)[0];
-      const double loss = all[static_cast<std::size_t>(arm)];
-      policy.update(std::span<const index_t>(&arm, 1), std::span<const double>(&loss, 1));
-      if (t >= steps / 2) ++pulls[static_cast<std::size_t>(arm)];
-    }
-    std::printf("%-22s %10.1f  ", name.c_str(), regret.back());
-    for (int p : pulls) std::printf(" %4d", p);
+    const bandit_run run = simulate_bandit(policy, means, steps, noise, /*seed=*/7, tree, /*count_from=*/steps / 2);
+    std::printf("%-22s %10.1f  ", name.c_str(), run.regret.back());
+    for (index_t p : run.pulls) std::printf(" %4lld", static_cast<long long>(p));
     std::printf("\n");
-    curves.push_back({name, regret});
+    curves.push_back({name, run.regret});
   };
 
   play(lcb(), "lcb (tree, paper)", hierarchy);

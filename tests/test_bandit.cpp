@@ -392,3 +392,56 @@ TEST_CASE("Lcb regret on a smooth-tree instance grows sublinearly in T; uniform'
   CHECK(uniform_slope > 0.95);
   CHECK(lcb_regret.back() < 0.1 * uniform_regret.back());
 }
+
+TEST_CASE("simulate_bandit: its regret curve and pull counts equal a replay of the same policy written out here") {
+  const index_t n = 8, steps = 400, from = 150;
+  const auto means = smooth_tree_means(n, 5);
+  const auto hierarchy = balanced_hierarchy(n);
+  const auto replay = [&](auto policy, std::span<const tree_node> tree) {  // the loop, by hand
+    policy.reset(bandit_setup{n, 1, steps, tree});
+    random::generator choices(9), environment(random::mix64(9 ^ 0x5eedULL));
+    bandit_run run{{}, std::vector<index_t>(std::size_t(n), 0)};
+    std::vector<double> all(static_cast<std::size_t>(n));
+    double regret = 0;
+    for (index_t t = 0; t < steps; ++t) {
+      for (index_t k = 0; k < n; ++k) all[std::size_t(k)] = means[std::size_t(k)] + 0.3 * environment.normal();
+      if constexpr (FullInformationPolicy<decltype(policy)>) policy.observe_all(all);
+      const index_t arm = policy.select(t, choices)[0];
+      policy.update(std::span<const index_t>(&arm, 1), std::span<const double>(&all[std::size_t(arm)], 1));
+      regret += means[std::size_t(arm)] - means[5];
+      run.regret.push_back(regret);
+      if (t >= from) ++run.pulls[std::size_t(arm)];
+    }
+    return run;
+  };
+  const auto check = [&](auto policy, std::span<const tree_node> tree) {
+    auto copy = policy;
+    const bandit_run got = simulate_bandit(copy, means, steps, 0.3, 9, tree, from);
+    const bandit_run expected = replay(policy, tree);
+    CHECK(got.regret == expected.regret);
+    CHECK(got.pulls == expected.pulls);
+    index_t total = 0;
+    for (index_t p : got.pulls) total += p;
+    CHECK(total == steps - from);
+    auto again = policy;
+    CHECK(simulate_regret(again, means, steps, 0.3, 9, tree) == got.regret);
+  };
+  check(lcb(), hierarchy);
+  check(ucb1(), {});
+  check(thompson_sampling(0.3), {});
+  check(epsilon_greedy(0.1), {});
+  check(softmax_distance_ucb<float>(), hierarchy);
+  check(uniform_policy(), {});
+  check(exhaustive(), {});
+  // a policy that chooses an arm outside the instance is refused, not read out of bounds
+  struct out_of_range {
+    std::vector<index_t> chosen{3};
+    void reset(const bandit_setup&) {}
+    std::span<const index_t> select(index_t, random::generator&) const { return chosen; }
+    void update(std::span<const index_t>, std::span<const double>) {}
+    static std::string_view name() { return "out of range"; }
+  } bad;
+  const std::vector<double> two = {0.1, 0.2};
+  CHECK_THROWS_WITH_AS(simulate_bandit(bad, two, 5, 0.1, 1), doctest::Contains("chose arm 3 of 2 at step 0"), std::runtime_error);
+  CHECK_THROWS_WITH_AS(simulate_bandit(bad, two, -1, 0.1, 1), doctest::Contains("steps -1"), std::invalid_argument);
+}

@@ -29,30 +29,50 @@ inline std::vector<double> smooth_tree_means(index_t n_arms, index_t best, doubl
   return means;
 }
 
-/// Plays `policy` for `steps` steps on arms with mean losses `means` (one module) and returns the
-/// cumulative pseudo-regret after each step. Full-information policies see every arm's noisy loss first.
+/// What one simulated run of a policy gives: the cumulative pseudo-regret after each step, and how often each arm was
+/// pulled from step `count_from` on (simulate_bandit).
+struct bandit_run {
+  std::vector<double> regret;
+  std::vector<index_t> pulls;
+};
+
+/// Plays `policy` for `steps` steps on arms with mean losses `means` (one module): the cumulative pseudo-regret after
+/// each step, and the pulls per arm from step `count_from` on (what the policy settled on). Full-information
+/// policies see every arm's noisy loss first. (With treelora::compiled, the library's policies are instantiated
+/// there: bandit.hpp declares them.)
 template <class Policy>
-std::vector<double> simulate_regret(Policy& policy, std::span<const double> means, index_t steps, double noise,
-                                    std::uint64_t seed, std::span<const tree_node> hierarchy = {}) {
-  static_assert(BanditPolicy<Policy>, "treelora::simulate_regret: Policy must be a BanditPolicy");
-  if (means.empty()) throw_invalid_argument("simulate_regret", "needs at least one arm");
+bandit_run simulate_bandit(Policy& policy, std::span<const double> means, index_t steps, double noise, std::uint64_t seed,
+                           std::span<const tree_node> hierarchy = {}, index_t count_from = 0) {
+  static_assert(BanditPolicy<Policy>, "treelora::simulate_bandit: Policy must be a BanditPolicy");
+  if (means.empty()) throw_invalid_argument("simulate_bandit", "needs at least one arm");
+  if (steps < 0) throw_invalid_argument("simulate_bandit", concat("steps ", steps, " must not be negative"));
   const index_t n = static_cast<index_t>(means.size());
   policy.reset(bandit_setup{n, 1, std::max<index_t>(steps, 1), hierarchy});
   random::generator choices(seed), environment(random::mix64(seed ^ 0x5eedULL));
   const double best = *std::min_element(means.begin(), means.end());
-  std::vector<double> curve, all(static_cast<std::size_t>(n));
-  curve.reserve(static_cast<std::size_t>(steps));
+  bandit_run run{{}, std::vector<index_t>(static_cast<std::size_t>(n), 0)};
+  std::vector<double> all(static_cast<std::size_t>(n));
+  run.regret.reserve(static_cast<std::size_t>(steps));
   double regret = 0;
   for (index_t t = 0; t < steps; ++t) {
     for (index_t k = 0; k < n; ++k) all[static_cast<std::size_t>(k)] = means[static_cast<std::size_t>(k)] + noise * environment.normal();
     if constexpr (FullInformationPolicy<Policy>) policy.observe_all(all);
     const index_t arm = policy.select(t, choices)[0];
+    if (arm < 0 || arm >= n) throw_runtime_error("simulate_bandit", concat("the policy chose arm ", arm, " of ", n, " at step ", t));
     const double loss = all[static_cast<std::size_t>(arm)];
     policy.update(std::span<const index_t>(&arm, 1), std::span<const double>(&loss, 1));
     regret += means[static_cast<std::size_t>(arm)] - best;
-    curve.push_back(regret);
+    run.regret.push_back(regret);
+    if (t >= count_from) ++run.pulls[static_cast<std::size_t>(arm)];
   }
-  return curve;
+  return run;
+}
+
+/// The cumulative pseudo-regret after each step of simulate_bandit.
+template <class Policy>
+std::vector<double> simulate_regret(Policy& policy, std::span<const double> means, index_t steps, double noise,
+                                    std::uint64_t seed, std::span<const tree_node> hierarchy = {}) {
+  return simulate_bandit(policy, means, steps, noise, seed, hierarchy).regret;
 }
 
 /// One named regret curve (cumulative regret after step 1, 2, ...).
