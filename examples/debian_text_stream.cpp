@@ -13,7 +13,10 @@
 // answer loss after each task, every run) and DIR/answers_<method>.txt (each
 // method's answers to three test prompts per task after its last task, and the base model's). After task n every
 // task up to n + 1 is scored (forward transfer reads n + 1; later ones are not: generation is most of a run's
-// time). Every run is checkpointed after every task in DIR/checkpoints; --resume continues from there.
+// time). Every run is checkpointed after every task in DIR/checkpoints; --resume continues from there (a finished
+// run is read back without training). --shard K/N runs every N-th run (from the K-th, seed by seed, method by method)
+// and writes only their checkpoints; after N such processes (on one thread each; after --prepare-only), the same
+// command with --resume and without --shard reads every run back and writes the results, equal to one process's.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -75,6 +78,7 @@ struct options {
   double divergence_factor = 4;
   bool resume = false;
   bool prepare_only = false;      // load or pre-train the base model and tokenizer, then stop
+  cli::shard shard;               // this process's share of the runs (--shard K/N)
   index_t stop_after_task = 0;   // stop every run after this many tasks, as a crash would (0: never)
   index_t checkpoint_every = 0;  // also checkpoint every this many steps inside a task (0: between tasks only)
   std::string preset = "default";
@@ -108,8 +112,11 @@ const char* usage =
     "  --vocabulary N --width N --layers N --heads N --kv-heads N --intermediate N     the base Llama\n"
     "  --pretrain-steps N --pretrain-batch N --pretrain-tokens N --pretrain-lr X --corpus-bytes N\n"
     "  --divergence-factor X     stop when a task's loss (mean of 20 steps) exceeds X times ln(vocabulary); 0: off\n"
-    "  --resume                  continue every run from its checkpoint in OUT/checkpoints (a resumed run's held-out\n"
-    "                            loss rows of the tasks before the resume point stay empty)\n"
+    "  --resume                  continue every run from its checkpoint in OUT/checkpoints (a finished run is read\n"
+    "                            back without training)\n"
+    "  --shard K/N               run only every N-th run from the K-th (seed by seed, method by method) and write\n"
+    "                            their checkpoints, no reports; then the same command with --resume and without\n"
+    "                            --shard reads every run back and writes the results (N processes, --threads 1 each)\n"
     "  --prepare-only            load or pre-train the base model and tokenizer into the cache, then stop (the same\n"
     "                            options give the same cached model; the number of threads does not change it)\n"
     "  --checkpoint-every N      also checkpoint every N steps inside a task (default 0: after every task only)\n"
@@ -191,6 +198,7 @@ options parse(int argc, char** argv) {
     else if (key == "--kv-heads") o.kv_heads = count(1, 1 << 16);
     else if (key == "--intermediate") o.intermediate = count(1, 1 << 20);
     else if (key == "--stop-after-task") o.stop_after_task = count(1, 1 << 20);
+    else if (key == "--shard") o.shard = cli::parse_shard(key, value);
     else if (key == "--checkpoint-every") o.checkpoint_every = count(0, std::int64_t(1) << 40);
     else if (key == "--pretrain-steps") o.pretrain_steps = count(1, 1 << 24);
     else if (key == "--pretrain-batch") o.pretrain_batch = count(1, 1 << 16);
@@ -396,7 +404,7 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
                       const base_model& base) {
   F backend;
   const auto answers = [&](auto& model) {  // what the trained model answers (the first seed's runs)
-    if (seed == o.seeds.front()) write_answers(std::filesystem::path(o.out) / concat("answers_", method, ".txt"), model, stream);
+    if (seed == o.seeds.front() && o.shard.whole()) write_answers(std::filesystem::path(o.out) / concat("answers_", method, ".txt"), model, stream);
   };
   const auto optimizer = [&](parameter_list<F> p) {
     return adam<F>(std::move(p), {.learning_rate = o.learning_rate, .beta2 = 0.95});  // Adam (0.9, 0.95), the released scripts'
@@ -691,8 +699,10 @@ int main(int argc, char** argv) try {
                                               o.max_new_tokens);
   std::vector<run_record> records;
   std::vector<std::string> stopped;
+  std::int64_t run_index = -1;
   for (const std::uint64_t seed : o.seeds)
     for (const auto& method : o.methods) {
+      if (!o.shard.takes(++run_index)) continue;
       try {
         records.push_back(run_method(method, o, seed, stream, base));
       } catch (const run_stopped& e) {
@@ -704,12 +714,18 @@ int main(int argc, char** argv) try {
       std::printf("\n%s, seed %llu: score (%%) after task i (rows) on task j (columns):\n%s", method.c_str(),
                   (unsigned long long)seed, r.task_il.to_table().c_str());
       std::fflush(stdout);
-      write_reports(o, records, names, base.report);
+      if (o.shard.whole()) write_reports(o, records, names, base.report);
     }
   if (!stopped.empty()) {
     std::printf("%zu run(s) stopped after task %lld as asked; their checkpoints are in %s/checkpoints: run the same "
                 "command with --resume to continue them\n", stopped.size(), (long long)o.stop_after_task, o.out.c_str());
     return 3;
+  }
+  if (!o.shard.whole()) {
+    std::printf("shard %lld/%lld: %zu run(s) finished, their checkpoints in %s/checkpoints; the same command with "
+                "--resume and without --shard writes every run's results\n", (long long)o.shard.index,
+                (long long)o.shard.count, records.size(), o.out.c_str());
+    return 0;
   }
   {  // what the base model answers, for reading (the fine-tuned models' answers are scored in the tables)
     F backend;

@@ -9,6 +9,11 @@
 // Every run is checkpointed after every task in DIR/checkpoints/<method>-seed<seed>.safetensors; --resume continues
 // each run from its checkpoint (a finished run's results are read back without training) with the same results,
 // bit for bit, as a run that did not stop. The same command line (options) must be given again.
+// --shard K/N runs every N-th run (from the K-th, in the order seed by seed, method by method) and writes only their
+// checkpoints; the runs are independent and deterministic, so N processes (each on one core) then the same command
+// with --resume and no --shard (which reads every finished run back) give the same results as one process, N times
+// sooner on N idle cores (scripts/main.sh does this). --prepare-only pre-trains the cached backbone first, so that
+// the shards do not each pre-train it.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -65,6 +70,8 @@ struct options {
   bool resume = false;           // continue every run from its checkpoint
   index_t stop_after_task = 0;   // stop every run after this many tasks, as a crash would (0: never)
   index_t checkpoint_every = 0;  // also checkpoint every this many steps inside a task (0: between tasks only)
+  cli::shard shard;              // this process's share of the runs (--shard K/N)
+  bool prepare_only = false;     // load or pre-train the backbone into the cache, then stop
   std::string preset = "default";
 };
 
@@ -106,6 +113,10 @@ const char* usage =
     "  --checkpoint-every N      also checkpoint every N steps inside a task (default 0: after every task only)\n"
     "  --stop-after-task N       stop every run after N tasks (its checkpoint written), as a crash would; exits with\n"
     "                            status 3 and --resume continues them (for checking resumption)\n"
+    "  --shard K/N               run only every N-th run from the K-th (seed by seed, method by method) and write\n"
+    "                            their checkpoints, no reports; then the same command with --resume and without\n"
+    "                            --shard reads every run back and writes the results (N processes, one per core)\n"
+    "  --prepare-only            load or pre-train the cached backbone, then stop (before starting shards)\n"
     "Every option is checked before any training; results are written after every finished run.\n";
 
 vit_config model_config(const options& o, std::uint64_t seed);
@@ -138,6 +149,10 @@ options parse(int argc, char** argv) {
     }
     if (key == "--resume") {
       o.resume = true;
+      continue;
+    }
+    if (key == "--prepare-only") {
+      o.prepare_only = true;
       continue;
     }
     if (const auto eq = key.find('='); eq != std::string::npos) {
@@ -188,6 +203,7 @@ options parse(int argc, char** argv) {
     else if (key == "--dual-drift") o.dual_drift = cli::parse_choice(key, value, {"local", "mean", "none"});
     else if (key == "--stop-after-task") o.stop_after_task = count(1, big);
     else if (key == "--checkpoint-every") o.checkpoint_every = count(0, big);
+    else if (key == "--shard") o.shard = cli::parse_shard(key, value);
     else if (key == "--divergence-factor") {
       o.divergence_factor = real(0, 1e9);
       if (o.divergence_factor != 0 && o.divergence_factor <= 1)
@@ -503,14 +519,20 @@ int main(int argc, char** argv) try {
                      concat("vit-backbone-w", o.width, "-d", o.depth, "-p", o.patch, "-h", o.heads, ".bin");
   const auto backbone = load_or_pretrain(cache, backbone_config, unlabelled,
                                          {.epochs = o.pretrain_epochs, .max_images = o.pretrain_images, .seed = 1000});
+  if (o.prepare_only) {
+    std::printf("backbone ready in %s\n", cache.string().c_str());
+    return 0;
+  }
 
   std::vector<run_record> records;
   std::vector<std::string> stopped;
+  std::int64_t run_index = -1;
   for (const std::uint64_t seed : o.seeds) {
     split_options split{.train_per_class = o.train_per_class, .test_per_class = o.test_per_class, .subsample_seed = seed};
     if (o.shuffled_order) split.shuffle_seed = seed;
     const task_stream stream = split_fashion_mnist(data, split);
     for (const auto& method : o.methods) {
+      if (!o.shard.takes(++run_index)) continue;
       try {
         records.push_back(run_method(method, o, seed, stream, backbone));
       } catch (const run_stopped& e) {
@@ -524,13 +546,19 @@ int main(int argc, char** argv) try {
       if (method != "Joint")
         std::printf("class-IL:\n%s", r.class_il.to_table().c_str());
       std::fflush(stdout);
-      write_reports(o, records);  // after every run: a failure later keeps what finished
+      if (o.shard.whole()) write_reports(o, records);  // after every run: a failure later keeps what finished
     }
   }
   if (!stopped.empty()) {
     std::printf("%zu run(s) stopped after task %lld as asked; their checkpoints are in %s/checkpoints: run the same "
                 "command with --resume to continue them\n", stopped.size(), (long long)o.stop_after_task, o.out.c_str());
     return 3;
+  }
+  if (!o.shard.whole()) {
+    std::printf("shard %lld/%lld: %zu run(s) finished, their checkpoints in %s/checkpoints; the same command with "
+                "--resume and without --shard writes every run's results\n", (long long)o.shard.index,
+                (long long)o.shard.count, records.size(), o.out.c_str());
+    return 0;
   }
   print_summary(records);
   std::printf("wrote %s/results.json, results.csv and SVG plots\n", o.out.c_str());

@@ -1,44 +1,75 @@
-# Runs PROGRAM (split_fashion_mnist or debian_text_stream) --quick three times into WORK_DIR: straight through;
-# stopped after task 2 of every run (--stop-after-task 2: exit status 3, checkpoints written); then the same command
-# with --resume. The resumed results.json must hold ROWS rows (default 16) and, for every method, protocol and seed,
-# the same accuracy matrix, summary metrics and per-task losses as the straight run, bit for bit (the JSON texts are
-# compared). (The text half's answer_loss.json is not compared: a resumed run's held-out loss rows before the resume
-# point stay empty, as documented.)
+# Runs PROGRAM (split_fashion_mnist or debian_text_stream) --quick in three ways into WORK_DIR and checks that they
+# agree:
+#   straight: one process, straight through;
+#   resumed:  stopped after task 2 of every run (--stop-after-task 2: exit status 3, checkpoints written, also inside
+#             tasks), then the same command with --resume;
+#   sharded:  --prepare-only, then --shard 0/2 and --shard 1/2 (each writes its runs' checkpoints and no results),
+#             then the same command with --resume and no --shard, which reads every finished run back (what
+#             scripts/main.sh does with one process per core).
+# The resumed and sharded results.json must hold ROWS rows (default 16) and, for every method, protocol and seed, the
+# same accuracy matrix, summary metrics and per-task losses as the straight run, bit for bit (the JSON texts are
+# compared); the text half's answer_loss.json (the held-out losses, carried by the checkpoints) must be the same file.
 if(NOT DEFINED ROWS)
   set(ROWS 16)
 endif()
-file(REMOVE_RECURSE "${WORK_DIR}/straight" "${WORK_DIR}/resumed")
+file(REMOVE_RECURSE "${WORK_DIR}/straight" "${WORK_DIR}/resumed" "${WORK_DIR}/sharded")
 set(common --quick --cache "${WORK_DIR}/cache")
-# the stopped and resumed runs also checkpoint inside tasks: the results must not depend on it
-execute_process(COMMAND "${PROGRAM}" ${common} --out "${WORK_DIR}/straight" RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-if(rc)
-  message(FATAL_ERROR "the straight run failed (${rc}):\n${out}\n${err}")
-endif()
-execute_process(COMMAND "${PROGRAM}" ${common} --out "${WORK_DIR}/resumed" --stop-after-task 2 --checkpoint-every 5
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-if(NOT rc EQUAL 3 OR NOT out MATCHES "stopped after task 2 as asked")
-  message(FATAL_ERROR "the stopped run should exit with status 3 after task 2 (got ${rc}):\n${out}\n${err}")
-endif()
-execute_process(COMMAND "${PROGRAM}" ${common} --out "${WORK_DIR}/resumed" --resume --checkpoint-every 5 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-if(rc)
-  message(FATAL_ERROR "the resumed run failed (${rc}):\n${out}\n${err}")
-endif()
-file(READ "${WORK_DIR}/straight/results.json" straight)
-file(READ "${WORK_DIR}/resumed/results.json" resumed)
-string(JSON rows LENGTH "${straight}")
-string(JSON rows_resumed LENGTH "${resumed}")
-if(NOT rows EQUAL rows_resumed OR rows LESS ROWS)
-  message(FATAL_ERROR "results.json has ${rows} rows straight and ${rows_resumed} resumed (expected ${ROWS} each)")
-endif()
-math(EXPR last "${rows} - 1")
-foreach(i RANGE ${last})
-  foreach(field method protocol seed matrix acc bwt forgetting fwt final_loss_per_task state_bytes steps)
-    string(JSON a GET "${straight}" ${i} ${field})
-    string(JSON b GET "${resumed}" ${i} ${field})
-    if(NOT a STREQUAL b)
-      string(JSON method GET "${straight}" ${i} method)
-      message(FATAL_ERROR "row ${i} (${method}): '${field}' is ${a} straight but ${b} resumed")
-    endif()
+
+function(run_program name expected_rc)
+  execute_process(COMMAND "${PROGRAM}" ${common} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc STREQUAL expected_rc)
+    message(FATAL_ERROR "the ${name} run should end with status ${expected_rc} (got ${rc}):\n${out}\n${err}")
+  endif()
+  set(output "${out}" PARENT_SCOPE)
+endfunction()
+
+function(compare_with_straight name)
+  file(READ "${WORK_DIR}/straight/results.json" straight)
+  file(READ "${WORK_DIR}/${name}/results.json" other)
+  string(JSON rows LENGTH "${straight}")
+  string(JSON rows_other LENGTH "${other}")
+  if(NOT rows EQUAL rows_other OR rows LESS ROWS)
+    message(FATAL_ERROR "results.json has ${rows} rows straight and ${rows_other} ${name} (expected ${ROWS} each)")
+  endif()
+  math(EXPR last "${rows} - 1")
+  foreach(i RANGE ${last})
+    foreach(field method protocol seed matrix acc bwt forgetting fwt final_loss_per_task state_bytes steps)
+      string(JSON a GET "${straight}" ${i} ${field})
+      string(JSON b GET "${other}" ${i} ${field})
+      if(NOT a STREQUAL b)
+        string(JSON method GET "${straight}" ${i} method)
+        message(FATAL_ERROR "row ${i} (${method}): '${field}' is ${a} straight but ${b} ${name}")
+      endif()
+    endforeach()
   endforeach()
+  if(EXISTS "${WORK_DIR}/straight/answer_loss.json")
+    file(READ "${WORK_DIR}/straight/answer_loss.json" a)
+    file(READ "${WORK_DIR}/${name}/answer_loss.json" b)
+    if(NOT a STREQUAL b)
+      message(FATAL_ERROR "answer_loss.json differs between the straight and the ${name} run:\n${a}\n---\n${b}")
+    endif()
+  endif()
+  message(STATUS "${name}: ${rows} rows equal to the straight run's")
+endfunction()
+
+run_program(straight 0 --out "${WORK_DIR}/straight")
+# the stopped and resumed runs also checkpoint inside tasks: the results must not depend on it
+run_program(stopped 3 --out "${WORK_DIR}/resumed" --stop-after-task 2 --checkpoint-every 5)
+if(NOT output MATCHES "stopped after task 2 as asked")
+  message(FATAL_ERROR "the stopped run does not say where it stopped:\n${output}")
+endif()
+run_program(resumed 0 --out "${WORK_DIR}/resumed" --resume --checkpoint-every 5)
+compare_with_straight(resumed)
+
+run_program(prepare 0 --out "${WORK_DIR}/sharded" --prepare-only)
+foreach(k 0 1)
+  run_program("shard ${k}/2" 0 --out "${WORK_DIR}/sharded" --threads 1 --shard ${k}/2)
+  if(NOT output MATCHES "shard ${k}/2: [0-9]+ run\\(s\\) finished")
+    message(FATAL_ERROR "shard ${k}/2 does not report its runs:\n${output}")
+  endif()
+  if(EXISTS "${WORK_DIR}/sharded/results.json")
+    message(FATAL_ERROR "shard ${k}/2 wrote results.json: only the collecting run (--resume, no --shard) may")
+  endif()
 endforeach()
-message(STATUS "resumed after task 2: ${rows} rows equal to the straight run's")
+run_program(collecting 0 --out "${WORK_DIR}/sharded" --resume)
+compare_with_straight(sharded)

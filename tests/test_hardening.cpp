@@ -293,6 +293,14 @@ TEST_CASE("command-line values name the option and are range-checked, never wrap
   CHECK_THROWS_WITH_AS(cli::parse_list("--methods", "a,,b"), doctest::Contains("empty item"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(cli::parse_choice("--methods", "SeqLora", {"SeqLoRA", "Joint"}),
                        doctest::Contains("unknown value 'SeqLora' (one of: SeqLoRA, Joint)"), std::invalid_argument);
+  const cli::shard second = cli::parse_shard("--shard", "1/3");
+  CHECK((second.index == 1 && second.count == 3 && !second.whole()));
+  CHECK((!second.takes(0) && second.takes(1) && !second.takes(2) && second.takes(4)));
+  CHECK((cli::shard{}.whole() && cli::shard{}.takes(7)));
+  CHECK_THROWS_WITH_AS(cli::parse_shard("--shard", "2"), doctest::Contains("'2' is not K/N"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(cli::parse_shard("--shard", "2/2"), doctest::Contains("--shard: 2 is outside [0, 1]"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(cli::parse_shard("--shard", "0/0"), doctest::Contains("--shard: 0 is outside [1, 4096]"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(cli::parse_shard("--shard", "-1/2"), doctest::Contains("outside"), std::invalid_argument);
 }
 
 TEST_CASE("one library call writes a run's results as JSON and CSV") {

@@ -82,4 +82,21 @@ inline std::string parse_choice(std::string_view option, std::string_view text, 
   throw_invalid_argument("cli", concat(option, ": unknown value '", text, "' (one of: ", list, ")"));
 }
 
+/// One of N processes sharing a list of runs (--shard K/N): run i is this process's when i % N == K. N = 1 (the
+/// default) takes every run.
+struct shard {
+  std::int64_t index = 0, count = 1;
+  bool takes(std::int64_t run) const { return run % count == index; }
+  bool whole() const { return count == 1; }
+};
+
+/// "K/N" with 0 <= K < N <= 4096.
+inline shard parse_shard(std::string_view option, std::string_view text) {
+  const std::size_t slash = text.find('/');
+  if (slash == std::string_view::npos)
+    throw_invalid_argument("cli", concat(option, ": '", text, "' is not K/N (this process's index K of N processes)"));
+  const std::int64_t count = parse_integer(option, text.substr(slash + 1), 1, 4096);
+  return {parse_integer(option, text.substr(0, slash), 0, count - 1), count};
+}
+
 }  // namespace treelora::cli
