@@ -4,7 +4,6 @@
 // bandit_playground.csv and bandit_playground.svg.
 #include <cstdio>
 #include <fstream>
-#include <iostream>
 
 #include "treelora/bandit.hpp"
 
