@@ -8,6 +8,7 @@ packages=(cmake ninja-build g++ pkg-config libeigen3-dev libopenblas-dev zlib1g-
           libpcre2-dev libsentencepiece-dev sentencepiece  # tokenizers: PCRE2 for byte-level BPE's Unicode regexes,
                                                            # SentencePiece's library and spm_encode (tests' oracle)
           python3-regex  # only for tests/data/tokenizer/make_golden.py (the GPT-2 encoder.py oracle)
+          libopenmpi-dev openmpi-bin  # MPI: treelora::mpi (distributed/mpi.hpp) and mpiexec for tests/mpi
           # the text task stream's sources (data/text_tasks.hpp, docs/text-benchmark.md); coreutils' fr catalogue,
           # manpages and libpython3-stdlib are usually present already; dict-gcide: the base model's pre-training text
           wordnet-base libpython3-stdlib trans-de-en dict-foldoc dict-gcide fortunes fortunes-min fortunes-de fortunes-es

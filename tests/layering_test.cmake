@@ -2,7 +2,7 @@
 # that no two folders need each other (layers/ used to include lora/, which builds on layers/; sparse/ used to
 # include strategy/, which includes sparse/). The umbrella headers at the top (treelora.hpp, data.hpp, ...) may
 # include anything. Run: cmake -DSOURCE_DIR=<repo> -P tests/layering_test.cmake
-set(order core backend linalg tensor tree io tokenizer layers lora optim data models metrics memory bandit sparse strategy)
+set(order core backend linalg tensor distributed tree io tokenizer layers lora optim data models metrics memory bandit sparse strategy)
 file(GLOB_RECURSE headers RELATIVE "${SOURCE_DIR}/include/treelora" "${SOURCE_DIR}/include/treelora/*.hpp")
 list(FILTER headers INCLUDE REGEX "/")
 set(problems "")

@@ -24,6 +24,7 @@
 #include "treelora/backend/random.hpp"
 #include "treelora/data/batching.hpp"
 #include "treelora/data/dataset.hpp"
+#include "treelora/distributed/communicator.hpp"
 #include "treelora/io/checkpoint.hpp"
 #include "treelora/layers/cross_entropy.hpp"
 #include "treelora/metrics/continual_metrics.hpp"
@@ -68,6 +69,11 @@ struct runner_options {
   /// Also save every this many steps inside a task (0: between tasks only). A run stopped mid-task then repeats no
   /// step: the optimiser's moments, the position in the epoch and the strategy's running state are in the file.
   index_t checkpoint_every_steps = 0;
+  /// Data-parallel training (distributed/communicator.hpp; docs/scaling.md): every rank runs the same run_stream,
+  /// takes its contiguous share of every global batch (share_of), and the adapters' gradients and the loss are
+  /// summed over the ranks, each weighted by its share, before the strategy and the optimiser see them, so that every
+  /// rank holds the same model and strategy state. Rank 0 alone writes the checkpoint. The default: one process.
+  any_communicator communicator = {};
 
   /// Throws std::invalid_argument naming the first bad setting.
   void validate(std::string_view where = "runner_options") const {
@@ -225,18 +231,80 @@ evaluation evaluate(M& model, const labelled_set& set, std::span<const index_t> 
   return {double(task_correct) / total, double(class_correct) / total, double(inside) / total};
 }
 
+namespace detail {
+/// One process: the loss and gradients are already the batch's.
+struct no_reduction {
+  double operator()(double loss) const { return loss; }
+};
+
+/// Data-parallel training: after this rank's backward on its share of the global batch (weight: its rows, or a text
+/// batch's counted answer tokens), the trainable parameters' gradients and the loss become the global batch's mean,
+/// the same on every rank: each rank's are weighted by weight / (the weights' sum) and summed over the ranks (one
+/// all-reduce of the weights, one of the packed gradients, one of the loss). One process: nothing happens.
+template <Backend B>
+double reduce_gradients(const any_communicator& communicator, const parameter_list<B>& params, double loss, double weight,
+                        std::vector<typename B::scalar_type>& buffer) {
+  using T = typename B::scalar_type;
+  if (communicator.size() == 1) return loss;
+  double total = weight;
+  communicator.all_reduce_sum(std::span<double>(&total, 1));
+  if (!(total > 0)) throw_runtime_error("run_stream", "data-parallel step: the global batch counts nothing on any rank");
+  const double share = weight / total;
+  std::size_t n = 0;
+  for (const auto& p : params)
+    if (p.trainable && p.gradient && !p.gradient->empty()) n += std::size_t(p.gradient->numel());
+  buffer.resize(n);
+  std::size_t offset = 0;
+  for (const auto& p : params)
+    if (p.trainable && p.gradient && !p.gradient->empty()) {
+      p.gradient->backend().copy_to_host(p.gradient->data(), buffer.data() + offset, p.gradient->numel());
+      offset += std::size_t(p.gradient->numel());
+    }
+  for (T& g : buffer) g = T(double(g) * share);
+  communicator.all_reduce_sum(std::span<T>(buffer));
+  offset = 0;
+  for (const auto& p : params)
+    if (p.trainable && p.gradient && !p.gradient->empty()) {
+      p.gradient->backend().copy_from_host(buffer.data() + offset, p.gradient->data(), p.gradient->numel());
+      offset += std::size_t(p.gradient->numel());
+    }
+  double global_loss = weight > 0 ? loss * share : 0.0;  // a rank without rows adds nothing
+  communicator.all_reduce_sum(std::span<double>(&global_loss, 1));
+  return global_loss;
+}
+
+/// Data-parallel evaluation: task j is scored by rank j % size alone (owns_task); then row n's first `scored` entries
+/// of the three matrices are summed over the ranks, the other ranks' entries set to 0 first (a NaN the owner left
+/// stays NaN), so that every rank holds the whole row.
+inline bool owns_task(const any_communicator& communicator, index_t j) { return j % communicator.size() == communicator.rank(); }
+inline void share_scores(const any_communicator& communicator, run_result& result, index_t n, index_t scored) {
+  if (communicator.size() == 1 || scored == 0) return;
+  accuracy_matrix* matrices[] = {&result.task_il, &result.class_il, &result.task_identity};
+  std::vector<double> row;
+  for (auto* m : matrices)
+    for (index_t j = 0; j < scored; ++j) row.push_back(owns_task(communicator, j) ? (*m)(n, j) : 0.0);
+  communicator.all_reduce_sum(std::span<double>(row));
+  std::size_t k = 0;
+  for (auto* m : matrices)
+    for (index_t j = 0; j < scored; ++j) (*m)(n, j) = row[k++];
+}
+}  // namespace detail
+
+
 /// One training step around `forward_loss_backward` (which runs the forward pass, the task loss and the model's
 /// backward, and returns the loss): zero the gradients, (strategy.before_backward), forward_loss_backward,
 /// strategy.after_backward, clipping, then the strategy's update (or optimizer.step()). Sets context.loss; returns the
 /// strategy's regulariser value. Every kind of stream trains through it (classification below, token streams in
-/// strategy/text_runner.hpp).
-template <Model M, class S, class Optimizer, class ForwardLossBackward>
+/// strategy/text_runner.hpp). `reduce(loss)`, between the backward and the strategy, makes a data-parallel rank's loss
+/// and gradients the global batch's (detail::reduce_gradients); by default nothing.
+template <Model M, class S, class Optimizer, class ForwardLossBackward, class Reduce = detail::no_reduction>
   requires Strategy<S, M>
 double train_step_with(M& model, S& strategy, Optimizer& optimizer, const parameter_list<typename M::backend_type>& params,
-                       training_context& context, double clip_norm, ForwardLossBackward&& forward_loss_backward) {
+                       training_context& context, double clip_norm, ForwardLossBackward&& forward_loss_backward,
+                       Reduce&& reduce = Reduce{}) {
   zero_gradients(params);
   if constexpr (requires { strategy.before_backward(model, context); }) strategy.before_backward(model, context);
-  context.loss = forward_loss_backward();
+  context.loss = reduce(forward_loss_backward());
   const double regulariser = strategy.after_backward(model, context);
   if (clip_norm > 0) clip_gradient_norm(params, clip_norm);
   if constexpr (requires { strategy.update(model, optimizer, context); }) strategy.update(model, optimizer, context);
@@ -246,20 +314,26 @@ double train_step_with(M& model, S& strategy, Optimizer& optimizer, const parame
 
 /// One classification step, exactly as the runner takes it: train_step_with around forward, cross-entropy on
 /// `classes` (all when empty) and backward. `logits_gradient` is scratch that keeps its memory between steps.
-template <Model M, class S, class Optimizer>
+/// A data-parallel rank whose share of a batch is empty skips the forward pass (`labels` empty): its gradients stay
+/// zero and it only takes part in the reduction.
+template <Model M, class S, class Optimizer, class Reduce = detail::no_reduction>
   requires Strategy<S, M>
 double train_step(M& model, S& strategy, Optimizer& optimizer, const parameter_list<typename M::backend_type>& params,
                   const_tensor_view<typename M::backend_type> x, std::span<const index_t> labels,
                   std::span<const index_t> classes, training_context& context,
-                  tensor<typename M::backend_type>& logits_gradient, double clip_norm = 0) {
+                  tensor<typename M::backend_type>& logits_gradient, double clip_norm = 0, Reduce&& reduce = Reduce{}) {
   using B = typename M::backend_type;
-  return train_step_with(model, strategy, optimizer, params, context, clip_norm, [&] {
-    const auto logits = model.forward(x);
-    logits_gradient.resize(model.backend(), logits.shape());
-    const double loss = cross_entropy_loss<B>(logits, labels, logits_gradient, classes);
-    model.backward(logits_gradient);
-    return loss;
-  });
+  return train_step_with(
+      model, strategy, optimizer, params, context, clip_norm,
+      [&] {
+        if (labels.empty()) return 0.0;
+        const auto logits = model.forward(x);
+        logits_gradient.resize(model.backend(), logits.shape());
+        const double loss = cross_entropy_loss<B>(logits, labels, logits_gradient, classes);
+        model.backward(logits_gradient);
+        return loss;
+      },
+      std::forward<Reduce>(reduce));
 }
 
 /// Checks a stream before training: at least one task, each with training and test examples of one example shape,
@@ -446,7 +520,7 @@ void checkpoint_run(Archive ar, const task_stream& stream, std::uint64_t fingerp
 template <class Archive, class... Callbacks>
 void checkpoint_callbacks(const Archive& ar, Callbacks&... callbacks) {
   index_t k = 0;
-  const auto one = [&](auto& callback) {
+  [[maybe_unused]] const auto one = [&](auto& callback) {  // (unused when no callback is passed)
     if constexpr (requires { callback.checkpoint(ar.scope("")); }) callback.checkpoint(ar.scope(concat("callback", k++)));
   };
   (one(callbacks), ...);
@@ -522,10 +596,14 @@ class stream_feed<task_stream, M> {
   template <class S, class Optimizer>
   double train(S& strategy, Optimizer& optimizer, const parameter_list<B>& params, index_t n, std::span<const index_t> rows,
                training_context& context) {
-    detail::load_batch(task(n).train, rows, x_, labels_, staging_, model_.backend());
+    if (rows.empty()) labels_.clear();  // a data-parallel rank with no share of this batch
+    else detail::load_batch(task(n).train, rows, x_, labels_, staging_, model_.backend());
     const std::span<const index_t> classes =
         options_.train_on_task_classes ? std::span<const index_t>(task(n).classes) : std::span<const index_t>();
-    return train_step(model_, strategy, optimizer, params, x_, labels_, classes, context, logits_gradient_, options_.clip_norm);
+    return train_step(model_, strategy, optimizer, params, x_, labels_, classes, context, logits_gradient_, options_.clip_norm,
+                      [&](double loss) {
+                        return detail::reduce_gradients(options_.communicator, params, loss, double(rows.size()), reduced_);
+                      });
   }
 
   /// One no-grad, evaluation-mode forward pass over task n's training set, in order.
@@ -548,8 +626,11 @@ class stream_feed<task_stream, M> {
   void score_after(S& strategy, index_t n, run_result& result) {
     std::vector<index_t> seen_classes;
     for (index_t j = 0; j <= n; ++j) seen_classes.insert(seen_classes.end(), task(j).classes.begin(), task(j).classes.end());
+    index_t scored = 0;
     for (index_t j = 0; j < tasks(); ++j) {
       if (j > n + 1 && !options_.score_later_tasks) break;
+      scored = j + 1;
+      if (!detail::owns_task(options_.communicator, j)) continue;  // another data-parallel rank scores it
       const auto& other = task(j);
       const std::span<const index_t> seen = j <= n ? std::span<const index_t>(seen_classes) : std::span<const index_t>();
       evaluation scores;
@@ -568,6 +649,7 @@ class stream_feed<task_stream, M> {
         result.task_identity(n, j) = scores.task_identity;
       }
     }
+    detail::share_scores(options_.communicator, result, n, scored);
   }
 
  private:
@@ -578,7 +660,7 @@ class stream_feed<task_stream, M> {
   const runner_options& options_;
   tensor<B> x_, logits_gradient_;
   std::vector<index_t> labels_;
-  std::vector<typename B::scalar_type> staging_;
+  std::vector<typename B::scalar_type> staging_, reduced_;  // reduced_: the packed gradients of a data-parallel step
 };
 
 /// Trains `model` on every task of `stream` in order with `strategy`; `make_optimizer(parameter_list)` builds
@@ -627,8 +709,11 @@ run_result run_stream(M& model, const Stream& stream, S& strategy, OptimizerFact
       }
     }
   }
-  if (result.before.empty())  // (a resumed run has them from its checkpoint)
-    for (index_t n = 0; n < tasks; ++n) result.before.push_back(feed.score_before(n));
+  if (result.before.empty()) {  // (a resumed run has them from its checkpoint)
+    for (index_t n = 0; n < tasks; ++n)  // data-parallel: each rank scores its tasks, then every rank holds them all
+      result.before.push_back(detail::owns_task(options.communicator, n) ? feed.score_before(n) : 0.0);
+    options.communicator.all_reduce_sum(std::span<double>(result.before));
+  }
 
   // Training never reads d(input): a model that can skip it (vit) stops its backward at the lowest layer that needs
   // a gradient (sparse updates and upper-layer adapters then save the frozen layers' backward).
@@ -674,7 +759,9 @@ run_result run_stream(M& model, const Stream& stream, S& strategy, OptimizerFact
       for (index_t t = mid_epoch ? position.step : 0; t < context.steps_per_epoch; ++t) {
         context.step = t;
         const index_t first = t * options.batch_size, count = std::min(options.batch_size, feed.train_size(n) - first);
-        const auto rows = std::span<const index_t>(order).subspan(std::size_t(first), std::size_t(count));
+        // this rank's share of the global batch (all of it in one process)
+        const row_share share = share_of(count, options.communicator.rank(), options.communicator.size());
+        const auto rows = std::span<const index_t>(order).subspan(std::size_t(first + share.first), std::size_t(share.count));
         [[maybe_unused]] const double regulariser = detail::with_run_position(feed.task_name(n), context, [&] {
           return feed.train(strategy, optimizer, params, n, rows, context);
         });
@@ -708,7 +795,9 @@ run_result run_stream(M& model, const Stream& stream, S& strategy, OptimizerFact
                                     .epoch_loss_count = epoch_loss_count,
                                     .recent_losses = std::vector<double>(recent_losses.begin(), recent_losses.end()),
                                     .task_seconds = std::chrono::duration<double>(begin - start).count() - paused};
-            detail::save_checkpoint(model, strategy, *identity, options, result, n, at, &optimizer, callbacks...);
+            if (options.communicator.rank() == 0)  // every rank holds the same state; one writes it
+              detail::save_checkpoint(model, strategy, *identity, options, result, n, at, &optimizer, callbacks...);
+            options.communicator.barrier();
             paused += std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
           }
         }
@@ -728,7 +817,9 @@ run_result run_stream(M& model, const Stream& stream, S& strategy, OptimizerFact
     if constexpr (Checkpointable<M, S>)
       if (!options.checkpoint.empty()) {
         const auto begin = std::chrono::steady_clock::now();
-        detail::save_checkpoint(model, strategy, *identity, options, result, n + 1, {}, static_cast<int*>(nullptr), callbacks...);
+        if (options.communicator.rank() == 0)  // every rank holds the same state; one writes it
+          detail::save_checkpoint(model, strategy, *identity, options, result, n + 1, {}, static_cast<int*>(nullptr), callbacks...);
+        options.communicator.barrier();
         result.checkpoint_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count());
       }
   }

@@ -15,6 +15,7 @@
 //               docs/text-benchmark.md).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <span>
@@ -116,15 +117,24 @@ class stream_feed<token_stream, M> {
   template <class S, class Optimizer>
   double train(S& strategy, Optimizer& optimizer, const parameter_list<B>& params, index_t n, std::span<const index_t> rows,
                training_context& context) {
-    load(n, rows);
-    const auto labels = next_token_labels(batch_.ids, batch_.counted, batch_.tokens);
-    return train_step_with(model_, strategy, optimizer, params, context, options_.clip_norm, [&] {
-      const auto logits = model_.forward_tokens(batch_.ids, left_padded_layout(batch_.ids, batch_.batch, batch_.tokens, stream_.pad_id));
-      gradient_.resize(model_.backend(), logits.shape());
-      const double loss = token_cross_entropy_loss<B>(logits, labels, gradient_);
-      model_.backward(gradient_);
-      return loss;
-    });
+    std::vector<index_t> labels;  // empty for a data-parallel rank with no share of this batch
+    if (!rows.empty()) {
+      load(n, rows);
+      labels = next_token_labels(batch_.ids, batch_.counted, batch_.tokens);
+    }
+    // a data-parallel rank's weight: the answer tokens its share counts (the loss is their mean)
+    const double counted = double(std::count_if(labels.begin(), labels.end(), [](index_t l) { return l != ignored_label; }));
+    return train_step_with(
+        model_, strategy, optimizer, params, context, options_.clip_norm,
+        [&] {
+          if (labels.empty()) return 0.0;
+          const auto logits = model_.forward_tokens(batch_.ids, left_padded_layout(batch_.ids, batch_.batch, batch_.tokens, stream_.pad_id));
+          gradient_.resize(model_.backend(), logits.shape());
+          const double loss = token_cross_entropy_loss<B>(logits, labels, gradient_);
+          model_.backward(gradient_);
+          return loss;
+        },
+        [&](double loss) { return detail::reduce_gradients(options_.communicator, params, loss, counted, reduced_); });
   }
 
   /// One no-grad, evaluation-mode forward pass over task n's training examples, in order (every layer reads every
@@ -144,12 +154,16 @@ class stream_feed<token_stream, M> {
   /// Row n: every task's score (task-IL and class-IL alike); task identity stays NaN.
   template <class S>
   void score_after(S&, index_t n, run_result& result) {
+    index_t scored = 0;
     for (index_t j = 0; j < tasks(); ++j) {
       if (j > n + 1 && !options_.score_later_tasks) break;
+      scored = j + 1;
+      if (!detail::owns_task(options_.communicator, j)) continue;  // another data-parallel rank scores it
       const double s = score(j);
       result.task_il(n, j) = s;
       if (j <= n) result.class_il(n, j) = s, result.task_identity(n, j) = std::numeric_limits<double>::quiet_NaN();
     }
+    detail::share_scores(options_.communicator, result, n, scored);
   }
 
   /// Task j's test score: greedy answers, decoded, scored by the task's metric.
@@ -178,6 +192,7 @@ class stream_feed<token_stream, M> {
   std::vector<const tokenized_example*> pointers_;
   token_batch batch_;
   tensor<B> gradient_;
+  std::vector<typename B::scalar_type> reduced_;  // the packed gradients of a data-parallel step
 };
 
 /// The held-out answer loss of a token stream's test sets after each task (a runner callback, strategy/callbacks.hpp):

@@ -1,0 +1,175 @@
+// Data-parallel training (runner_options::communicator) under `mpiexec -n N` (N = TREELORA_MPI_RANKS): every rank
+// runs the same run_stream on its share of every global batch; the result must be the single-process run's with the
+// same global batch. Each rank also trains the single-process run itself (the default communicator) as the reference.
+// In double precision the only difference is the order of the gradient sums (each rank's mean weighted by its share,
+// then summed over ranks, against one mean over the whole batch): for SeqLoRA and TreeLoRA's reference mode, whose
+// updates are smooth in the gradient, the trained parameters agree to 1e-10 relative and the accuracy matrices
+// exactly. TreeLoRA's paper mode pulls by sign(g_n - g_k) and its bandit takes an argmin: a last-bit difference can
+// flip a sign or a choice and the run then takes another, equally valid path; there every rank must still hold the
+// same state bit for bit, and the accuracies stay within a few points of the single process's. Also: a batch smaller
+// than the number of ranks (a rank with an empty share), and a data-parallel checkpoint resumed by N ranks and by one
+// process.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "treelora/distributed/mpi.hpp"
+#include "treelora/treelora.hpp"
+
+using namespace treelora;
+using D = cpu_backend<double>;
+
+namespace {
+
+auto adam_1e2() {
+  return [](parameter_list<D> p) { return adam<D>(std::move(p), {.learning_rate = 1e-2}); };
+}
+
+std::vector<double> trained(mlp_classifier<D>& model) {
+  std::vector<double> out;
+  for (auto& p : parameters(model))
+    if (p.trainable)
+      for (double v : p.value->to_host()) out.push_back(v);
+  return out;
+}
+
+double relative_difference(const std::vector<double>& a, const std::vector<double>& b) {
+  REQUIRE(a.size() == b.size());
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+bool same_matrix(const accuracy_matrix& a, const accuracy_matrix& b) {
+  if (a.tasks() != b.tasks()) return false;
+  for (index_t i = 0; i < a.tasks(); ++i)
+    for (index_t j = 0; j < a.tasks(); ++j)
+      if (std::isnan(a(i, j)) ? !std::isnan(b(i, j)) : a(i, j) != b(i, j)) return false;
+  return true;
+}
+
+struct fixture {
+  planted_hierarchy planted = make_planted_hierarchy({.train_per_task = 70, .test_per_task = 40, .seed = 3});
+  mlp_config config{.inputs = 16, .hidden = 24, .classes = planted.stream.total_classes, .lora_rank = 3, .seed = 3};
+};
+
+/// The single-process run and the data-parallel run of strategy S; checks they agree (`smooth`: to rounding; else:
+/// the same state on every rank, accuracies within 0.1).
+template <class S, class MakeStrategy>
+void compare(mpi_communicator& world, MakeStrategy make, runner_options options, bool smooth = true) {
+  fixture f;
+  D backend;
+  mlp_classifier<D> alone(backend, f.config);
+  S s1 = make();
+  const run_result expected = run_stream(alone, f.planted.stream, s1, adam_1e2(), options);
+  mlp_classifier<D> shared(backend, f.config);
+  S s2 = make();
+  options.communicator = world;
+  const run_result got = run_stream(shared, f.planted.stream, s2, adam_1e2(), options);
+  CHECK(got.steps == expected.steps);
+  const auto a = trained(shared), b = trained(alone);
+  if (smooth) {
+    CHECK(same_matrix(got.task_il, expected.task_il));
+    CHECK(same_matrix(got.class_il, expected.class_il));
+    for (std::size_t i = 0; i < expected.final_loss.size(); ++i)
+      CHECK(got.final_loss[i] == doctest::Approx(expected.final_loss[i]).epsilon(1e-10));
+    CHECK(relative_difference(a, b) < 1e-10);
+  } else {
+    CHECK(std::abs(final_average_accuracy(got.task_il) - final_average_accuracy(expected.task_il)) < 0.1);
+    // the matrices, too, are every rank's: rank 0's, broadcast, equal bit for bit
+    std::vector<double> mine, root;
+    for (index_t i = 0; i < got.task_il.tasks(); ++i)
+      for (index_t j = 0; j < got.task_il.tasks(); ++j) mine.push_back(got.task_il(i, j));
+    root = mine;
+    broadcast_vector(world, root, 0);
+    CHECK(std::memcmp(root.data(), mine.data(), mine.size() * sizeof(double)) == 0);
+  }
+  // every rank holds the same parameters: rank 0's, broadcast, equal bit for bit
+  std::vector<double> root = a;
+  broadcast_vector(world, root, 0);
+  CHECK(root == a);
+}
+
+}  // namespace
+
+TEST_CASE("data-parallel SeqLoRA and TreeLoRA reference equal the single-process run; paper mode keeps every rank the same") {
+  mpi_communicator world;
+  const runner_options options{.epochs_per_task = 2, .batch_size = 16, .seed = 5};
+  compare<seq_lora>(world, [] { return seq_lora(); }, options);
+  compare<tree_lora_reference<D>>(world, [] { return tree_lora_reference<D>({.seed = 7}); }, options);
+  compare<tree_lora_paper<D>>(world, [] { return tree_lora_paper<D>({.seed = 7}); }, options, false);
+}
+
+TEST_CASE("a global batch smaller than the number of ranks: a rank with no rows only takes part in the sums") {
+  mpi_communicator world;
+  runner_options options{.epochs_per_task = 1, .batch_size = 2, .seed = 5};
+  compare<seq_lora>(world, [] { return seq_lora(); }, options);
+}
+
+TEST_CASE("a data-parallel checkpoint (written by rank 0) resumes with the same ranks and with one process") {
+  mpi_communicator world;
+  const auto folder = std::filesystem::temp_directory_path() / concat("treelora_mpi_data_parallel_", ::getppid());
+  if (world.rank() == 0) std::filesystem::create_directories(folder);
+  world.barrier();
+  fixture f;
+  D backend;
+  runner_options options{.epochs_per_task = 2, .batch_size = 16, .seed = 5, .checkpoint = folder / "run.safetensors"};
+  mlp_classifier<D> alone(backend, f.config);
+  tree_lora_reference<D> s0({.seed = 7});
+  runner_options plain = options;
+  plain.checkpoint.clear();
+  const run_result expected = run_stream(alone, f.planted.stream, s0, adam_1e2(), plain);
+
+  struct stop_before_task {
+    index_t task;
+    void on_task_begin(const training_context& c) const {
+      if (c.task == task) throw std::runtime_error("stopped on purpose");
+    }
+  } stop{3};
+  options.communicator = world;
+  {
+    mlp_classifier<D> model(backend, f.config);
+    tree_lora_reference<D> s({.seed = 7});
+    CHECK_THROWS_WITH(run_stream(model, f.planted.stream, s, adam_1e2(), options, stop), doctest::Contains("stopped on purpose"));
+  }
+  world.barrier();
+  const auto stopped = folder / concat("stopped-", world.rank(), ".safetensors");  // for the one-process resume below
+  std::filesystem::copy_file(options.checkpoint, stopped, std::filesystem::copy_options::overwrite_existing);
+  world.barrier();
+  options.resume = true;
+  {  // the same ranks
+    mlp_classifier<D> model(backend, f.config);
+    tree_lora_reference<D> s({.seed = 7});
+    // every rank reads the one file (before the first step); rank 0 then writes it again after each task
+    const run_result got = run_stream(model, f.planted.stream, s, adam_1e2(), options);
+    CHECK(same_matrix(got.task_il, expected.task_il));
+    CHECK(relative_difference(trained(model), trained(alone)) < 1e-10);
+  }
+  world.barrier();
+  {  // one process (each rank on its own, with its own copy of the checkpoint the stopped run wrote)
+    mlp_classifier<D> model(backend, f.config);
+    tree_lora_reference<D> s({.seed = 7});
+    runner_options single = options;
+    single.communicator = {};
+    single.checkpoint = folder / concat("single-", world.rank(), ".safetensors");
+    std::filesystem::copy_file(stopped, single.checkpoint, std::filesystem::copy_options::overwrite_existing);
+    const run_result got = run_stream(model, f.planted.stream, s, adam_1e2(), single);
+    CHECK(same_matrix(got.task_il, expected.task_il));
+    CHECK(relative_difference(trained(model), trained(alone)) < 1e-10);
+  }
+  world.barrier();
+  if (world.rank() == 0) std::filesystem::remove_all(folder);
+}
+
+int main(int argc, char** argv) {
+  mpi_session session(argc, argv);
+  doctest::Context context(argc, argv);
+  return context.run();
+}
