@@ -44,6 +44,7 @@
 #include <treelora/strategy/text_runner.hpp>
 #include <treelora/strategy/tree_lora.hpp>
 #include <treelora/strategy/callbacks.hpp>
+#include <treelora/distributed/program.hpp>
 #include <treelora/tokenizer/sentencepiece.hpp>
 
 #if defined(_OPENMP)
@@ -54,6 +55,9 @@ using namespace treelora;
 using F = cpu_backend<float>;
 
 namespace {
+
+/// One process, or with --mpi the processes mpirun started (distributed/program.hpp).
+data_parallel_program job;
 
 // ------------------------------------------------------------------------------------------------- options
 struct options {
@@ -77,6 +81,7 @@ struct options {
   std::size_t corpus_bytes = 4'000'000;  // GCIDE text read for pre-training (the tokenizer reads a quarter of it)
   double divergence_factor = 4;
   bool resume = false;
+  bool mpi = false;               // data-parallel: every run shared by the processes mpirun started
   bool prepare_only = false;      // load or pre-train the base model and tokenizer, then stop
   cli::shard shard;               // this process's share of the runs (--shard K/N)
   index_t stop_after_task = 0;   // stop every run after this many tasks, as a crash would (0: never)
@@ -119,6 +124,9 @@ const char* usage =
     "                            --shard reads every run back and writes the results (N processes, --threads 1 each)\n"
     "  --prepare-only            load or pre-train the base model and tokenizer into the cache, then stop (the same\n"
     "                            options give the same cached model; the number of threads does not change it)\n"
+    "  --mpi                     data-parallel, under mpirun -np N: each process takes 1/N of every batch (by\n"
+    "                            answer tokens) and of the evaluation, the runs' results are one process's\n"
+    "                            (docs/scaling.md); rank 0 alone prints and writes (needs a build with MPI)\n"
     "  --checkpoint-every N      also checkpoint every N steps inside a task (default 0: after every task only)\n"
     "  --stop-after-task N       stop every run after N tasks (its checkpoint written), as a crash would; exits with\n"
     "                            status 3 (then --resume continues)\n";
@@ -146,6 +154,10 @@ options parse(int argc, char** argv) {
     }
     if (key == "--resume") {
       o.resume = true;
+      continue;
+    }
+    if (key == "--mpi") {
+      o.mpi = true;
       continue;
     }
     if (key == "--prepare-only") {
@@ -211,6 +223,10 @@ options parse(int argc, char** argv) {
         throw_invalid_argument("debian_text_stream", concat("--divergence-factor ", value, " must be 0 (off) or > 1"));
     } else throw_invalid_argument("debian_text_stream", concat("unknown option ", key, "\n", usage));
   }
+  if (o.mpi && !o.shard.whole())
+    throw_invalid_argument("debian_text_stream", "--mpi and --shard: give one (--mpi shares every run by all processes, --shard splits the runs)");
+  if (o.mpi && !data_parallel_program::mpi_available())
+    throw_invalid_argument("debian_text_stream", "--mpi: this program was built without MPI (install libopenmpi-dev and openmpi-bin, reconfigure)");
   if (o.seeds.empty() || o.methods.empty()) throw_invalid_argument("debian_text_stream", "needs at least one seed and one method");
   if (o.width % o.heads != 0 || o.heads % o.kv_heads != 0 || (o.width / o.heads) % 2 != 0)
     throw_invalid_argument("debian_text_stream", concat("--width ", o.width, ", --heads ", o.heads, ", --kv-heads ", o.kv_heads,
@@ -226,6 +242,7 @@ json::object config_json(const options& o) {
       .add_number("answer_tokens", o.answer_tokens).add_number("max_new_tokens", o.max_new_tokens)
       .add_number("epochs", o.epochs).add_string("schedule", o.schedule).add_number("batch", o.batch)
       .add_number("learning_rate", o.learning_rate).add_number("clip", o.clip).add_number("threads", o.threads)
+      .add_number("processes", job.size())
       .add_number("lora_rank", o.rank).add_number("lora_alpha", o.alpha).add("lora_targets", o.targets)
       .add_number("reference_strength", o.reference_strength).add_number("pull_strength", o.pull_strength)
       .add_number("thompson_scale", o.thompson_scale).add_number("vocabulary", o.vocabulary).add_number("width", o.width)
@@ -404,7 +421,7 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
                       const base_model& base) {
   F backend;
   const auto answers = [&](auto& model) {  // what the trained model answers (the first seed's runs)
-    if (seed == o.seeds.front() && o.shard.whole()) write_answers(std::filesystem::path(o.out) / concat("answers_", method, ".txt"), model, stream);
+    if (seed == o.seeds.front() && o.shard.whole() && job.reports()) write_answers(std::filesystem::path(o.out) / concat("answers_", method, ".txt"), model, stream);
   };
   const auto optimizer = [&](parameter_list<F> p) {
     return adam<F>(std::move(p), {.learning_rate = o.learning_rate, .beta2 = 0.95});  // Adam (0.9, 0.95), the released scripts'
@@ -415,8 +432,9 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
                      .seed = seed,
                      .guard = {.enabled = o.divergence_factor > 0, .factor = o.divergence_factor},
                      .checkpoint = std::filesystem::path(o.out) / "checkpoints" / concat(method, "-seed", seed, ".safetensors"),
-                     .resume = o.resume, .checkpoint_every_steps = o.checkpoint_every};
-  progress_bar progress_line(concat("[", method, " seed ", seed, "]"));
+                     .resume = o.resume, .checkpoint_every_steps = o.checkpoint_every,
+                     .communicator = job.communicator()};
+  progress_bar progress_line(concat("[", method, " seed ", seed, "]"), job.progress_output());
   struct with_stop {  // the progress line and --stop-after-task, as one callback
     progress_bar& line;
     index_t stop_before;
@@ -676,16 +694,21 @@ void write_answers(const std::filesystem::path& path, M& model, const token_stre
 
 int main(int argc, char** argv) try {
   const options o = parse(argc, argv);
+  if (o.mpi) job.start_mpi(argc, argv);
 #if defined(_OPENMP)
   omp_set_num_threads(static_cast<int>(o.threads));
 #endif
   require_writable_folder(o.out);
-  std::fprintf(stderr, "treelora %d.%d.%d: Debian text stream (%s preset), methods:", version_major, version_minor, version_patch,
-               o.preset.c_str());
-  for (const auto& m : o.methods) std::fprintf(stderr, " %s", m.c_str());
-  std::fprintf(stderr, "\n");
+  if (job.reports()) {
+    std::fprintf(stderr, "treelora %d.%d.%d: Debian text stream (%s preset), methods:", version_major, version_minor, version_patch,
+                 o.preset.c_str());
+    for (const auto& m : o.methods) std::fprintf(stderr, " %s", m.c_str());
+    if (job.size() > 1) std::fprintf(stderr, "; data-parallel over %d processes", job.size());
+    std::fprintf(stderr, "\n");
+  }
   const std::vector<text_task> all_tasks = load_tasks(o);
-  const base_model base = load_or_pretrain(o, all_tasks);  // (the tokenizer reads every task's training text)
+  // (the tokenizer reads every task's training text; --mpi: rank 0 pre-trains into the cache, then the others read it)
+  const base_model base = job.rank_0_first([&] { return load_or_pretrain(o, all_tasks); });
   if (o.prepare_only) {
     std::printf("base model ready in %s (held-out perplexity %.1f)\n", base.folder.string().c_str(),
                 base.report.value("held_out_perplexity", std::nan("")));
@@ -714,7 +737,7 @@ int main(int argc, char** argv) try {
       std::printf("\n%s, seed %llu: score (%%) after task i (rows) on task j (columns):\n%s", method.c_str(),
                   (unsigned long long)seed, r.task_il.to_table().c_str());
       std::fflush(stdout);
-      if (o.shard.whole()) write_reports(o, records, names, base.report);
+      if (o.shard.whole() && job.reports()) write_reports(o, records, names, base.report);
     }
   if (!stopped.empty()) {
     std::printf("%zu run(s) stopped after task %lld as asked; their checkpoints are in %s/checkpoints: run the same "
@@ -727,7 +750,7 @@ int main(int argc, char** argv) try {
                 (long long)o.shard.count, records.size(), o.out.c_str());
     return 0;
   }
-  {  // what the base model answers, for reading (the fine-tuned models' answers are scored in the tables)
+  if (job.reports()) {  // what the base model answers, for reading (the fine-tuned models' answers are scored in the tables)
     F backend;
     auto model = make_model<standard_lora>(backend, base, o, 0, {}, {});
     write_answers(std::filesystem::path(o.out) / "answers_base_model.txt", model, stream);
@@ -739,5 +762,6 @@ int main(int argc, char** argv) try {
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "debian_text_stream: %s\n", e.what());
+  job.abort_job(1);  // --mpi: the other processes would wait for this one
   return 1;
 }

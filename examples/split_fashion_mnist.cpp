@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include <treelora/distributed/program.hpp>
 #include <treelora/io/atomic_file.hpp>
 #include <treelora/io/cli.hpp>
 #include <treelora/io/json.hpp>
@@ -44,6 +45,9 @@ using namespace treelora;
 using F = cpu_backend<float>;
 
 namespace {
+
+/// One process, or with --mpi the processes mpirun started (distributed/program.hpp).
+data_parallel_program job;
 
 // ------------------------------------------------------------------------------------------------- options
 struct options {
@@ -71,6 +75,7 @@ struct options {
   index_t stop_after_task = 0;   // stop every run after this many tasks, as a crash would (0: never)
   index_t checkpoint_every = 0;  // also checkpoint every this many steps inside a task (0: between tasks only)
   cli::shard shard;              // this process's share of the runs (--shard K/N)
+  bool mpi = false;              // data-parallel: every run shared by the processes mpirun started
   bool prepare_only = false;     // load or pre-train the backbone into the cache, then stop
   std::string preset = "default";
 };
@@ -117,6 +122,9 @@ const char* usage =
     "                            their checkpoints, no reports; then the same command with --resume and without\n"
     "                            --shard reads every run back and writes the results (N processes, one per core)\n"
     "  --prepare-only            load or pre-train the cached backbone, then stop (before starting shards)\n"
+    "  --mpi                     data-parallel, under mpirun -np N: each process takes 1/N of every batch and of\n"
+    "                            the evaluation, the runs' results are one process's (docs/scaling.md); rank 0\n"
+    "                            alone prints and writes (needs a build with MPI: libopenmpi-dev, openmpi-bin)\n"
     "Every option is checked before any training; results are written after every finished run.\n";
 
 vit_config model_config(const options& o, std::uint64_t seed);
@@ -149,6 +157,10 @@ options parse(int argc, char** argv) {
     }
     if (key == "--resume") {
       o.resume = true;
+      continue;
+    }
+    if (key == "--mpi") {
+      o.mpi = true;
       continue;
     }
     if (key == "--prepare-only") {
@@ -210,6 +222,10 @@ options parse(int argc, char** argv) {
         throw_invalid_argument("split_fashion_mnist", concat("--divergence-factor ", value, " must be 0 (off) or > 1"));
     } else throw_invalid_argument("split_fashion_mnist", concat("unknown option ", key, "\n", usage));
   }
+  if (o.mpi && !o.shard.whole())
+    throw_invalid_argument("split_fashion_mnist", "--mpi and --shard: give one (--mpi shares every run by all processes, --shard splits the runs)");
+  if (o.mpi && !data_parallel_program::mpi_available())
+    throw_invalid_argument("split_fashion_mnist", "--mpi: this program was built without MPI (install libopenmpi-dev and openmpi-bin, reconfigure)");
   if (o.seeds.empty() || o.methods.empty()) throw_invalid_argument("split_fashion_mnist", "needs at least one seed and one method");
   // Build every configuration once now, so that a bad combination fails before any training.
   (void)model_config(o, 0);
@@ -234,7 +250,7 @@ json::object config_json(const options& o) {
       .add_string("dual_calibration", o.dual_calibration).add_string("dual_task_score", o.dual_task_score)
       .add_string("dual_task_layers", o.dual_task_layers).add_string("dual_temperature", o.dual_temperature)
       .add_number("dual_shrinkage", o.dual_shrinkage).add_string("dual_drift", o.dual_drift)
-      .add_number("divergence_factor", o.divergence_factor);
+      .add_number("divergence_factor", o.divergence_factor).add_number("processes", job.size());
   return c;
 }
 
@@ -300,8 +316,9 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
   const runner_options run{.epochs_per_task = o.epochs, .batch_size = o.batch, .seed = seed,
                            .guard = {.enabled = o.divergence_factor > 0, .factor = o.divergence_factor},
                            .checkpoint = std::filesystem::path(o.out) / "checkpoints" / concat(method, "-seed", seed, ".safetensors"),
-                           .resume = o.resume, .checkpoint_every_steps = o.checkpoint_every};
-  progress_bar progress_line(concat("[", method, " seed ", seed, "]"));
+                           .resume = o.resume, .checkpoint_every_steps = o.checkpoint_every,
+                           .communicator = job.communicator()};
+  progress_bar progress_line(concat("[", method, " seed ", seed, "]"), job.progress_output());
   const stop_before stop{o.stop_after_task};
   struct both {  // the progress line and the stop, as one callback
     progress_bar& line;
@@ -502,14 +519,18 @@ void print_summary(const std::vector<run_record>& records) {
 
 int main(int argc, char** argv) try {
   const options o = parse(argc, argv);
+  if (o.mpi) job.start_mpi(argc, argv);
 #if defined(_OPENMP)
   omp_set_num_threads(static_cast<int>(o.threads));
 #endif
   require_writable_folder(o.out);  // before any work: a run must not train for an hour and then fail to write
-  std::fprintf(stderr, "treelora %d.%d.%d: Split Fashion-MNIST (%s preset), methods:", version_major, version_minor,
-               version_patch, o.preset.c_str());
-  for (const auto& m : o.methods) std::fprintf(stderr, " %s", m.c_str());
-  std::fprintf(stderr, "\n");
+  if (job.reports()) {
+    std::fprintf(stderr, "treelora %d.%d.%d: Split Fashion-MNIST (%s preset), methods:", version_major, version_minor,
+                 version_patch, o.preset.c_str());
+    for (const auto& m : o.methods) std::fprintf(stderr, " %s", m.c_str());
+    if (job.size() > 1) std::fprintf(stderr, "; data-parallel over %d processes", job.size());
+    std::fprintf(stderr, "\n");
+  }
 
   const auto data = load_fashion_mnist(o.data);
   // Offline initialisation: rotation prediction on the training images (a view: the labels are not part of it).
@@ -517,8 +538,9 @@ int main(int argc, char** argv) try {
   const vit_config backbone_config = model_config(o, 1000);
   const auto cache = std::filesystem::path(o.cache) /
                      concat("vit-backbone-w", o.width, "-d", o.depth, "-p", o.patch, "-h", o.heads, ".bin");
-  const auto backbone = load_or_pretrain(cache, backbone_config, unlabelled,
-                                         {.epochs = o.pretrain_epochs, .max_images = o.pretrain_images, .seed = 1000});
+  const auto backbone = job.rank_0_first([&] {  // --mpi: rank 0 pre-trains the cached backbone, then the others read it
+    return load_or_pretrain(cache, backbone_config, unlabelled, {.epochs = o.pretrain_epochs, .max_images = o.pretrain_images, .seed = 1000});
+  });
   if (o.prepare_only) {
     std::printf("backbone ready in %s\n", cache.string().c_str());
     return 0;
@@ -546,7 +568,7 @@ int main(int argc, char** argv) try {
       if (method != "Joint")
         std::printf("class-IL:\n%s", r.class_il.to_table().c_str());
       std::fflush(stdout);
-      if (o.shard.whole()) write_reports(o, records);  // after every run: a failure later keeps what finished
+      if (o.shard.whole() && job.reports()) write_reports(o, records);  // after every run: a failure later keeps what finished
     }
   }
   if (!stopped.empty()) {
@@ -565,5 +587,6 @@ int main(int argc, char** argv) try {
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "split_fashion_mnist: %s\n", e.what());
+  job.abort_job(1);  // --mpi: the other processes would wait for this one
   return 1;
 }

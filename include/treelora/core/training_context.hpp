@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <span>
 
 #include "treelora/core/error.hpp"
 
@@ -21,8 +22,13 @@ struct training_context {
   double loss = 0;              ///< the task loss of the current micro-batch (after backward)
   /// Set by the runner: one no-grad, evaluation-mode forward pass over the current task's training set, in order, in
   /// batches of the given size (what a strategy that collects input statistics observes: InfLoRA). Empty outside a
-  /// runner.
+  /// runner. In a data-parallel run (distributed/communicator.hpp) each rank forwards only its batches (batch b on rank
+  /// b % ranks), so what a strategy collects is a partial sum: it must then add it up with sum_over_ranks.
   std::function<void(index_t batch_size)> forward_training_set = {};
+  /// Set by the runner: sums the values over the data-parallel ranks in place, the same result on every rank (one
+  /// process: leaves them). A strategy calls it on what it collected during forward_training_set. Empty outside a
+  /// runner.
+  std::function<void(std::span<double> values)> sum_over_ranks = {};
 };
 
 }  // namespace treelora

@@ -178,6 +178,21 @@ class input_covariance {
   }
   index_t rows() const { return rows_; }
 
+  /// Data-parallel collection (training_context::sum_over_ranks): replaces C and the row count by their sums over the
+  /// ranks, `sum` summing a span of doubles in place (through the host, in double: once per task boundary).
+  template <class Sum>
+  void sum_over(Sum&& sum) {
+    const auto h = covariance_.to_host();
+    std::vector<double> values(h.size() + 1);
+    for (std::size_t i = 0; i < h.size(); ++i) values[i] = static_cast<double>(h[i]);
+    values.back() = double(rows_);
+    sum(std::span<double>(values));
+    std::vector<scalar_type> summed(h.size());
+    for (std::size_t i = 0; i < h.size(); ++i) summed[i] = static_cast<scalar_type>(values[i]);
+    covariance_ = tensor<B>::from_host(*backend_, shape{in_, in_}, summed);
+    rows_ = index_t(values.back());
+  }
+
  private:
   B* backend_ = nullptr;
   index_t in_ = 0, rows_ = 0;

@@ -543,6 +543,8 @@ class dual_lora_strategy {
       before_.clear();
       if (!stream_) {
         context.forward_training_set(options_.collection_batch_size);
+        if (context.sum_over_ranks)  // data-parallel: each rank saw its batches
+          for (auto* a : adapters) a->covariance().sum_over(context.sum_over_ranks);
       } else if (options_.task_score == dual_task_score::statistics && options_.drift_compensation != dual_drift::none &&
                  !statistics_layers_.empty()) {  // the same pass also keeps the task's features for the drift compensation
         auto features = features_pass(model, stream_->tasks.at(std::size_t(context.task)).train);

@@ -169,8 +169,13 @@ class inflora_strategy {
       if (!context.forward_training_set && !stream_)
         throw_invalid_argument("inflora_strategy", "called outside a runner without the stream (construct it with the task_stream)");
       for (auto* a : adapters) a->covariance().collect(true);
-      if (context.forward_training_set) context.forward_training_set(options_.collection_batch_size);
-      else detail::feature_pass(model, stream_->tasks.at(std::size_t(context.task)).train, options_.collection_batch_size);
+      if (context.forward_training_set) {
+        context.forward_training_set(options_.collection_batch_size);
+        if (context.sum_over_ranks)  // data-parallel: each rank saw its batches
+          for (auto* a : adapters) a->covariance().sum_over(context.sum_over_ranks);
+      } else {
+        detail::feature_pass(model, stream_->tasks.at(std::size_t(context.task)).train, options_.collection_batch_size);
+      }
       for (auto* a : adapters) a->covariance().collect(false);
     }
   }

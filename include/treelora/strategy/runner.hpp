@@ -239,38 +239,44 @@ struct no_reduction {
 
 /// Data-parallel training: after this rank's backward on its share of the global batch (weight: its rows, or a text
 /// batch's counted answer tokens), the trainable parameters' gradients and the loss become the global batch's mean,
-/// the same on every rank: each rank's are weighted by weight / (the weights' sum) and summed over the ranks (one
-/// all-reduce of the weights, one of the packed gradients, one of the loss). One process: nothing happens.
+/// the same on every rank. ONE all-reduce per step: the packed buffer holds every gradient times the rank's weight,
+/// then loss x weight and the weight; after the sum, everything is divided by the summed weight. (The adapters'
+/// gradients are small, so a collective's latency, not its bandwidth, is most of its cost: one, not three.) The loss
+/// is summed in the scalar type, as the gradients are. One process: nothing happens.
 template <Backend B>
 double reduce_gradients(const any_communicator& communicator, const parameter_list<B>& params, double loss, double weight,
                         std::vector<typename B::scalar_type>& buffer) {
   using T = typename B::scalar_type;
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "reduce_gradients: the communicator sums float or double");
   if (communicator.size() == 1) return loss;
-  double total = weight;
-  communicator.all_reduce_sum(std::span<double>(&total, 1));
-  if (!(total > 0)) throw_runtime_error("run_stream", "data-parallel step: the global batch counts nothing on any rank");
-  const double share = weight / total;
+  if (!(weight >= 0 && std::isfinite(weight)))
+    throw_invalid_argument("run_stream", concat("data-parallel step: rank ", communicator.rank(), "'s batch weight ", weight,
+                                                " must be finite and >= 0"));
   std::size_t n = 0;
   for (const auto& p : params)
     if (p.trainable && p.gradient && !p.gradient->empty()) n += std::size_t(p.gradient->numel());
-  buffer.resize(n);
+  buffer.resize(n + 2);
   std::size_t offset = 0;
   for (const auto& p : params)
     if (p.trainable && p.gradient && !p.gradient->empty()) {
       p.gradient->backend().copy_to_host(p.gradient->data(), buffer.data() + offset, p.gradient->numel());
       offset += std::size_t(p.gradient->numel());
     }
-  for (T& g : buffer) g = T(double(g) * share);
+  for (std::size_t i = 0; i < n; ++i) buffer[i] = T(double(buffer[i]) * weight);
+  buffer[n] = T(weight > 0 ? loss * weight : 0.0);  // a rank without rows adds nothing
+  buffer[n + 1] = T(weight);
   communicator.all_reduce_sum(std::span<T>(buffer));
+  const double total = double(buffer[n + 1]);
+  if (!(total > 0)) throw_runtime_error("run_stream", "data-parallel step: the global batch counts nothing on any rank");
+  const double inverse = 1.0 / total;
+  for (std::size_t i = 0; i < n; ++i) buffer[i] = T(double(buffer[i]) * inverse);
   offset = 0;
   for (const auto& p : params)
     if (p.trainable && p.gradient && !p.gradient->empty()) {
       p.gradient->backend().copy_from_host(buffer.data() + offset, p.gradient->data(), p.gradient->numel());
       offset += std::size_t(p.gradient->numel());
     }
-  double global_loss = weight > 0 ? loss * share : 0.0;  // a rank without rows adds nothing
-  communicator.all_reduce_sum(std::span<double>(&global_loss, 1));
-  return global_loss;
+  return double(buffer[n]) * inverse;
 }
 
 /// Data-parallel evaluation: task j is scored by rank j % size alone (owns_task); then row n's first `scored` entries
@@ -611,7 +617,8 @@ class stream_feed<task_stream, M> {
     const labelled_set& set = task(n).train;
     model_.set_training(false);
     std::vector<index_t> rows;
-    for (index_t first = 0; first < set.size(); first += batch_size) {
+    const index_t ranks = options_.communicator.size(), stride = batch_size * ranks;  // data-parallel: this rank's batches
+    for (index_t first = batch_size * options_.communicator.rank(); first < set.size(); first += stride) {
       rows.resize(std::size_t(std::min(batch_size, set.size() - first)));
       std::iota(rows.begin(), rows.end(), first);
       detail::load_batch(set, rows, x_, labels_, staging_, model_.backend());
@@ -721,7 +728,11 @@ run_result run_stream(M& model, const Stream& stream, S& strategy, OptimizerFact
   detail::input_gradient_scope<M> skip_input_gradient(model);
   training_context context{.tasks = tasks};
   context.global_step = result.steps;
-  context.forward_training_set = [&](index_t batch_size) { feed.forward_pass(context.task, batch_size); };
+  context.forward_training_set = [&](index_t batch_size) {
+    if (batch_size <= 0) throw_invalid_argument("run_stream", concat("forward_training_set: batch size ", batch_size, " must be >= 1"));
+    feed.forward_pass(context.task, batch_size);
+  };
+  context.sum_over_ranks = [&](std::span<double> values) { options.communicator.all_reduce_sum(values); };
   model.set_training(true);
   for (index_t n = first_task; n < tasks; ++n) {
     context.task = n;

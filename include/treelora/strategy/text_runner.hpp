@@ -142,7 +142,8 @@ class stream_feed<token_stream, M> {
   void forward_pass(index_t n, index_t batch_size) {
     model_.set_training(false);
     std::vector<index_t> rows;
-    for (index_t first = 0; first < train_size(n); first += batch_size) {
+    const index_t ranks = options_.communicator.size(), stride = batch_size * ranks;  // data-parallel: this rank's batches
+    for (index_t first = batch_size * options_.communicator.rank(); first < train_size(n); first += stride) {
       rows.resize(std::size_t(std::min(batch_size, train_size(n) - first)));
       std::iota(rows.begin(), rows.end(), first);
       load(n, rows);
