@@ -9,7 +9,8 @@
 //   - the median time of a training step (the interval between the runner's on_step calls, after --warmup steps):
 //     every rank's share of the forward and backward, the gradient all-reduce, clipping and Adam;
 //   - the all-reduce's time per step and its share of the step, timed around every sum the runner asks of the
-//     communicator while training (one packed all-reduce per step: the adapters' gradients, the loss, the weight);
+//     communicator while training (one packed all-reduce per step: the adapters' gradients, the loss, the weight),
+//     apart from the time a rank waits for the slowest one to arrive (a barrier first, timed on its own);
 //   - the latency of one float all-reduce (median of 30, after 5) of the adapters' gradients at the sizes of this
 //     model, of Llama-3.2-1B and of Llama-2-7B with LoRA r = 8 on q_proj and v_proj.
 // Model: --model tiny (the text benchmark's base model, 5.5 M parameters) or smollm_135m; random weights (the time of
@@ -42,19 +43,24 @@ using F = cpu_backend<float>;
 
 namespace {
 
-/// The world communicator, timing the sums asked of it while `timing` is on.
+/// The world communicator, timing the sums asked of it while `timing` is on. A sum waits for the slowest rank to
+/// arrive, then moves the data: to tell the two apart, a timed sum first meets the other ranks at a barrier (the
+/// wait: how unevenly the ranks computed their shares), then sums (the transfer).
 struct timed_communicator {
   mpi_communicator& world;
   bool timing = false;
-  double seconds = 0;
+  double waiting = 0, transfer = 0;
   long calls = 0;
   int rank() const { return world.rank(); }
   int size() const { return world.size(); }
   template <class T>
   void time_sum(std::span<T> v) {
+    if (!timing) return world.all_reduce_sum(v);
     const double start = now();
+    world.barrier();
+    const double met = now();
     world.all_reduce_sum(v);
-    if (timing) seconds += now() - start, ++calls;
+    waiting += met - start, transfer += now() - met, ++calls;
   }
   void all_reduce_sum(std::span<float> v) { time_sum(v); }
   void all_reduce_sum(std::span<double> v) { time_sum(v); }
@@ -67,13 +73,14 @@ struct step_clock {
   timed_communicator& communicator;
   index_t warmup;
   std::vector<double> steps;
-  double last = 0, reduce_at_warmup = 0;
+  double last = 0, waiting_at_warmup = 0, transfer_at_warmup = 0;
   long calls_at_warmup = 0;
   void on_task_begin(const training_context&) { communicator.timing = true, last = now(); }
   void on_step(const training_context& c, double) {
     const double t = now();
     if (c.global_step >= warmup) steps.push_back(t - last);
-    if (c.global_step + 1 == warmup) reduce_at_warmup = communicator.seconds, calls_at_warmup = communicator.calls;
+    if (c.global_step + 1 == warmup)
+      waiting_at_warmup = communicator.waiting, transfer_at_warmup = communicator.transfer, calls_at_warmup = communicator.calls;
     last = t;
   }
   void on_task_end(const training_context&, double) { communicator.timing = false; }
@@ -147,7 +154,10 @@ int main(int argc, char** argv) try {
                                        [](parameter_list<F> p) { return adam<F>(std::move(p), {.learning_rate = 1e-4}); },
                                        options, clock);
   const double step = median(clock.steps);
-  const double reduce = world.size() > 1 ? (timed.seconds - clock.reduce_at_warmup) / double(clock.steps.size()) : 0.0;
+  const double timed_steps = double(clock.steps.size());
+  const double waiting = (timed.waiting - clock.waiting_at_warmup) / timed_steps;
+  const double transfer = (timed.transfer - clock.transfer_at_warmup) / timed_steps;
+  const double mean_step = std::accumulate(clock.steps.begin(), clock.steps.end(), 0.0) / timed_steps;
   const long calls = world.size() > 1 ? (timed.calls - clock.calls_at_warmup) / long(clock.steps.size()) : 0;
 
   const index_t d = c.hidden_size, q = c.num_attention_heads * c.head_width(), kv = c.num_key_value_heads * c.head_width();
@@ -169,8 +179,9 @@ int main(int argc, char** argv) try {
                 (long long)(prompt + answer), world.size(), (long long)threads, clock.steps.size(), (long long)warmup);
     std::printf("step (median): %.2f ms  (%.0f tokens/s)\n", step * 1e3, double(batch * (prompt + answer)) / step);
     if (world.size() > 1) {
-      std::printf("all-reduce while training: %.3f ms per step in %ld call(s), %.2f %% of the mean step\n", reduce * 1e3, calls,
-                  100 * reduce / (std::accumulate(clock.steps.begin(), clock.steps.end(), 0.0) / double(clock.steps.size())));
+      std::printf("per step (mean %.2f ms): all-reduce %.3f ms in %ld call(s), %.2f %% of the step; waiting for the slowest "
+                  "rank before it %.3f ms, %.2f %%\n", mean_step * 1e3, transfer * 1e3, calls, 100 * transfer / mean_step,
+                  waiting * 1e3, 100 * waiting / mean_step);
       for (std::size_t i = 0; i < sizes.size(); ++i)
         std::printf("one float all-reduce of %s's LoRA gradients (%.0f values, %.1f MB): %.3f ms\n", sizes[i].name,
                     sizes[i].values, sizes[i].values * 4e-6, latency[i] * 1e3);

@@ -23,6 +23,8 @@
 #include "treelora/distributed/mpi.hpp"
 #include "treelora/treelora.hpp"
 
+#include "mpi_test_support.hpp"
+
 using namespace treelora;
 using D = cpu_backend<double>;
 
@@ -32,28 +34,9 @@ auto adam_1e2() {
   return [](parameter_list<D> p) { return adam<D>(std::move(p), {.learning_rate = 1e-2}); };
 }
 
-std::vector<double> trained(mlp_classifier<D>& model) {
-  std::vector<double> out;
-  for (auto& p : parameters(model))
-    if (p.trainable)
-      for (double v : p.value->to_host()) out.push_back(v);
-  return out;
-}
-
-double relative_difference(const std::vector<double>& a, const std::vector<double>& b) {
-  REQUIRE(a.size() == b.size());
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
-bool same_matrix(const accuracy_matrix& a, const accuracy_matrix& b) {
-  if (a.tasks() != b.tasks()) return false;
-  for (index_t i = 0; i < a.tasks(); ++i)
-    for (index_t j = 0; j < a.tasks(); ++j)
-      if (std::isnan(a(i, j)) ? !std::isnan(b(i, j)) : a(i, j) != b(i, j)) return false;
-  return true;
-}
+using testing::relative_difference;
+using testing::same_matrix;
+using testing::trained_values;
 
 struct fixture {
   planted_hierarchy planted = make_planted_hierarchy({.train_per_task = 70, .test_per_task = 40, .seed = 3});
@@ -74,7 +57,7 @@ void compare(mpi_communicator& world, MakeStrategy make, runner_options options,
   options.communicator = world;
   const run_result got = run_stream(shared, f.planted.stream, s2, adam_1e2(), options);
   CHECK(got.steps == expected.steps);
-  const auto a = trained(shared), b = trained(alone);
+  const auto a = trained_values(shared), b = trained_values(alone);
   if (smooth) {
     CHECK(same_matrix(got.task_il, expected.task_il));
     CHECK(same_matrix(got.class_il, expected.class_il));
@@ -150,7 +133,7 @@ TEST_CASE("a data-parallel checkpoint (written by rank 0) resumes with the same 
     // every rank reads the one file (before the first step); rank 0 then writes it again after each task
     const run_result got = run_stream(model, f.planted.stream, s, adam_1e2(), options);
     CHECK(same_matrix(got.task_il, expected.task_il));
-    CHECK(relative_difference(trained(model), trained(alone)) < 1e-10);
+    CHECK(relative_difference(trained_values(model), trained_values(alone)) < 1e-10);
   }
   world.barrier();
   {  // one process (each rank on its own, with its own copy of the checkpoint the stopped run wrote)
@@ -162,7 +145,7 @@ TEST_CASE("a data-parallel checkpoint (written by rank 0) resumes with the same 
     std::filesystem::copy_file(stopped, single.checkpoint, std::filesystem::copy_options::overwrite_existing);
     const run_result got = run_stream(model, f.planted.stream, s, adam_1e2(), single);
     CHECK(same_matrix(got.task_il, expected.task_il));
-    CHECK(relative_difference(trained(model), trained(alone)) < 1e-10);
+    CHECK(relative_difference(trained_values(model), trained_values(alone)) < 1e-10);
   }
   world.barrier();
   if (world.rank() == 0) std::filesystem::remove_all(folder);

@@ -20,6 +20,8 @@
 #include "treelora/strategy/inflora.hpp"
 #include "treelora/treelora.hpp"
 
+#include "mpi_test_support.hpp"
+
 #include "../letters_stream.hpp"
 
 using namespace treelora;
@@ -32,29 +34,9 @@ auto adam_at(double lr) {
   return [lr](parameter_list<D> p) { return adam<D>(std::move(p), {.learning_rate = lr}); };
 }
 
-template <class M>
-std::vector<double> trained(M& model) {
-  std::vector<double> out;
-  for (auto& p : parameters(model))
-    if (p.trainable)
-      for (double v : p.value->to_host()) out.push_back(v);
-  return out;
-}
-
-double relative_difference(const std::vector<double>& a, const std::vector<double>& b) {
-  REQUIRE(a.size() == b.size());
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
-bool same_matrix(const accuracy_matrix& a, const accuracy_matrix& b) {
-  if (a.tasks() != b.tasks()) return false;
-  for (index_t i = 0; i < a.tasks(); ++i)
-    for (index_t j = 0; j < a.tasks(); ++j)
-      if (std::isnan(a(i, j)) ? !std::isnan(b(i, j)) : a(i, j) != b(i, j)) return false;
-  return true;
-}
+using testing::relative_difference;
+using testing::same_matrix;
+using testing::trained_values;
 
 /// The world communicator, counting the values this rank sums (a data-parallel run that summed nothing would not have
 /// been data-parallel, and its agreement with one process would prove nothing).
@@ -88,7 +70,7 @@ void compare(mpi_communicator& world, MakeModel make_model, MakeStrategy make_st
   parallel.communicator = counted;
   const run_result got = run_stream(shared, stream, s2, adam_at(1e-2), parallel);
   // at least every step's gradients (and every trainable value is one of them)
-  CHECK(counted.summed >= std::size_t(got.steps) * trained(shared).size() / 4);
+  CHECK(counted.summed >= std::size_t(got.steps) * trained_values(shared).size() / 4);
   MESSAGE("summed ", counted.summed, " values over ", got.steps, " steps");
   CHECK(got.steps == expected.steps);
   if constexpr (requires { shared.factorized_adapters().front()->covariance(); }) {  // the statistics pass: every row counted once, over the ranks
@@ -102,10 +84,10 @@ void compare(mpi_communicator& world, MakeModel make_model, MakeStrategy make_st
   CHECK(same_matrix(got.task_il, expected.task_il));
   for (std::size_t i = 0; i < expected.final_loss.size(); ++i)
     CHECK(got.final_loss[i] == doctest::Approx(expected.final_loss[i]).epsilon(tolerance));
-  const auto a = trained(shared);
-  MESSAGE(got.method, " on ", world.size(), " ranks: parameters differ from one process by ", relative_difference(a, trained(alone)),
+  const auto a = trained_values(shared);
+  MESSAGE(got.method, " on ", world.size(), " ranks: parameters differ from one process by ", relative_difference(a, trained_values(alone)),
           " (relative)");
-  CHECK(relative_difference(a, trained(alone)) < tolerance);
+  CHECK(relative_difference(a, trained_values(alone)) < tolerance);
   std::vector<double> root = a;
   broadcast_vector(world, root, 0);
   CHECK(root == a);
@@ -174,7 +156,7 @@ TEST_CASE("a checkpoint written by N - 1 data-parallel ranks resumes on N ranks"
   seq_lora s;
   const run_result got = run_stream(model, stream, s, adam_at(1e-2), resumed);
   CHECK(same_matrix(got.task_il, expected.task_il));
-  CHECK(relative_difference(trained(model), trained(alone)) < 1e-10);
+  CHECK(relative_difference(trained_values(model), trained_values(alone)) < 1e-10);
   world.barrier();
   if (world.rank() == 0) std::filesystem::remove_all(folder);
 }
