@@ -21,8 +21,10 @@
 #include <vector>
 
 #include "treelora/distributed/mpi.hpp"
+#include "treelora/strategy/duallora.hpp"
 #include "treelora/treelora.hpp"
 
+#include "../test_inflora_stream.hpp"
 #include "mpi_test_support.hpp"
 
 using namespace treelora;
@@ -88,6 +90,62 @@ TEST_CASE("data-parallel SeqLoRA and TreeLoRA reference equal the single-process
   compare<seq_lora>(world, [] { return seq_lora(); }, options);
   compare<tree_lora_reference<D>>(world, [] { return tree_lora_reference<D>({.seed = 7}); }, options);
   compare<tree_lora_paper<D>>(world, [] { return tree_lora_paper<D>({.seed = 7}); }, options, false);
+}
+
+TEST_CASE("data-parallel DualLoRA with its stream: the feature passes are split over the ranks and gathered exactly") {
+  // Gaussian task statistics, drift compensation and a fitted temperature all read every training sample's CLS
+  // features: each rank forwards its batches and one sum gives every rank every row. The gather itself is exact.
+  // A run is not bit for bit one process's: the covariances are summed in another order, and DualLoRA's orthogonal
+  // adapter takes the top directions of a covariance whose leading eigenvalues can be nearly equal, so a last-bit
+  // difference can choose another direction (one process with another collection batch size, which only regroups
+  // the same sums, already ends task 0 with another loss). What must hold: every rank the same state, every row
+  // counted once, accuracies close.
+  mpi_communicator world;
+  const auto stream = treelora::testing::prototype_image_stream(3, 24, 12);
+  const std::vector<dual_lora_options> variants = {
+      {.collection_batch_size = 16},  // statistics score, local drift compensation: passes at task start and end
+      {.task_layers = dual_task_layers::last, .fit_temperature = true, .collection_batch_size = 10},
+  };
+  for (const auto& o : variants) {
+    D backend;
+    const vit_config config = treelora::testing::tiny_vit(stream.total_classes, {"q", "v"});
+    const runner_options plain{.epochs_per_task = 2, .batch_size = 16, .seed = 4};
+    auto adam_at = [](parameter_list<D> p) { return adam<D>(std::move(p), {.learning_rate = 1e-2}); };
+    vit<D, dual_lora> alone(backend, config, {.rank = 4});
+    dual_lora_strategy<D> s1(stream, o);
+    const run_result expected = run_stream(alone, stream, s1, adam_at, plain);
+    vit<D, dual_lora> shared(backend, config, {.rank = 4});
+    dual_lora_strategy<D> s2(stream, o);
+    runner_options parallel = plain;
+    parallel.communicator = world;
+    const run_result got = run_stream(shared, stream, s2, adam_at, parallel);
+    // every rank holds rank 0's parameters and matrices, bit for bit
+    std::vector<double> mine = trained_values(shared);
+    for (index_t i = 0; i < got.task_identity.tasks(); ++i)
+      for (index_t j = 0; j <= i; ++j) mine.push_back(got.task_identity(i, j)), mine.push_back(got.class_il(i, j));
+    std::vector<double> root = mine;
+    broadcast_vector(world, root, 0);
+    CHECK(std::memcmp(root.data(), mine.data(), mine.size() * sizeof(double)) == 0);
+    CHECK(std::abs(final_average_accuracy(got.task_identity) - final_average_accuracy(expected.task_identity)) < 0.1);
+    CHECK(std::abs(final_average_accuracy(got.class_il) - final_average_accuracy(expected.class_il)) < 0.1);
+    CHECK(s2.statistics().tasks() == s1.statistics().tasks());
+    CHECK(s2.statistics_layers() == s1.statistics_layers());
+    // every training row counted once in the last task's covariances (a pass not split, or not summed, would not)
+    const auto adapters = shared.factorized_adapters(), reference = alone.factorized_adapters();
+    for (std::size_t i = 0; i < adapters.size(); ++i) CHECK(adapters[i]->covariance().rows() == reference[i]->covariance().rows());
+    // the pass itself: split over the ranks and gathered, it is the one-process pass exactly
+    training_context single{}, ranks{.rank = world.rank(), .ranks = world.size()};
+    ranks.sum_over_ranks = [&](std::span<double> v) { world.all_reduce_sum(v); };
+    for (const auto& task : stream.tasks) {
+      const auto one = s2.features_pass(shared, task.train, single), many = s2.features_pass(shared, task.train, ranks);
+      CHECK(one.labels == many.labels);
+      for (std::size_t i = 0; i < one.cls.size(); ++i) {
+        CHECK(one.cls[i] == many.cls[i]);
+        CHECK(one.energies[i] == many.energies[i]);
+        CHECK(one.energies[i].cols() > 0);
+      }
+    }
+  }
 }
 
 TEST_CASE("a global batch smaller than the number of ranks: a rank with no rows only takes part in the sums") {

@@ -20,6 +20,8 @@ struct training_context {
   index_t steps_per_epoch = 0;  ///< T
   index_t global_step = 0;      ///< steps since the stream began
   double loss = 0;              ///< the task loss of the current micro-batch (after backward)
+  index_t rank = 0;             ///< this process's data-parallel rank (distributed/communicator.hpp)
+  index_t ranks = 1;            ///< the number of data-parallel ranks (1: one process)
   /// Set by the runner: one no-grad, evaluation-mode forward pass over the current task's training set, in order, in
   /// batches of the given size (what a strategy that collects input statistics observes: InfLoRA). Empty outside a
   /// runner. In a data-parallel run (distributed/communicator.hpp) each rank forwards only its batches (batch b on rank

@@ -541,14 +541,16 @@ class dual_lora_strategy {
       const bool cls_only = adapters.front()->settings().feature == dual_feature::first_token;
       for (auto* a : adapters) a->covariance().collect(true, cls_only);
       before_.clear();
-      if (!stream_) {
-        context.forward_training_set(options_.collection_batch_size);
-        if (context.sum_over_ranks)  // data-parallel: each rank saw its batches
-          for (auto* a : adapters) a->covariance().sum_over(context.sum_over_ranks);
-      } else if (options_.task_score == dual_task_score::statistics && options_.drift_compensation != dual_drift::none &&
-                 !statistics_layers_.empty()) {  // the same pass also keeps the task's features for the drift compensation
-        auto features = features_pass(model, stream_->tasks.at(std::size_t(context.task)).train);
+      if (stream_ && options_.task_score == dual_task_score::statistics && options_.drift_compensation != dual_drift::none &&
+          !statistics_layers_.empty()) {  // the same pass also keeps the task's features for the drift compensation
+        auto features = features_pass(model, stream_->tasks.at(std::size_t(context.task)).train, context);
         for (index_t l : statistics_layers_) before_.push_back(std::move(features.cls[std::size_t(l)]));
+        if (context.ranks > 1)  // data-parallel: the covariances saw this rank's batches only
+          for (auto* a : adapters) a->covariance().sum_over(context.sum_over_ranks);
+      } else if (!stream_ || context.ranks > 1) {  // through the runner (data-parallel: this rank's batches)
+        context.forward_training_set(options_.collection_batch_size);
+        if (context.ranks > 1)
+          for (auto* a : adapters) a->covariance().sum_over(context.sum_over_ranks);
       } else {
         detail::feature_pass(model, stream_->tasks.at(std::size_t(context.task)).train, options_.collection_batch_size);
       }
@@ -574,6 +576,58 @@ class dual_lora_strategy {
     }
   }
 
+  /// Every adapter's CLS features and energies of `set`'s images (in order) and their labels, one no-grad pass. In a
+  /// data-parallel run (context.ranks > 1) each rank forwards batches rank, rank + ranks, ... and leaves the other
+  /// rows zero; one sum over the ranks then gives every rank every row, exactly (each entry is one rank's value plus
+  /// zeros), so the statistics built from them are one process's.
+  struct pass_features {
+    std::vector<Eigen::MatrixXd> cls, energies;
+    std::vector<index_t> labels;
+  };
+  template <Model M>
+  pass_features features_pass(M& model, const labelled_set& set, const training_context& context) const {
+    const auto adapters = model.factorized_adapters();
+    const index_t n = set.size();
+    pass_features out{std::vector<Eigen::MatrixXd>(adapters.size()), std::vector<Eigen::MatrixXd>(adapters.size()),
+                      std::vector<index_t>(static_cast<std::size_t>(n))};
+    for (std::size_t i = 0; i < adapters.size(); ++i) {
+      out.cls[i].setZero(n, adapters[i]->in_features());
+      out.energies[i].setZero(n, adapters[i]->residual_tasks());
+    }
+    const index_t ranks = std::max<index_t>(context.ranks, 1), batch = options_.collection_batch_size;
+    if (ranks > 1 && !context.sum_over_ranks)
+      throw_invalid_argument("dual_lora_strategy", concat(ranks, " data-parallel ranks but no sum_over_ranks in the training context"));
+    std::vector<index_t> batch_labels, rows;
+    std::vector<typename B::scalar_type> staging;
+    tensor<B> x;
+    model.set_training(false);
+    for (index_t first = batch * context.rank; first < n; first += batch * ranks) {
+      const index_t m = std::min(batch, n - first);
+      rows.resize(std::size_t(m));
+      std::iota(rows.begin(), rows.end(), first);
+      detail::load_batch(set, rows, x, batch_labels, staging, model.backend());
+      (void)model.forward(x);
+      std::copy(batch_labels.begin(), batch_labels.end(), out.labels.begin() + first);
+      for (std::size_t i = 0; i < adapters.size(); ++i) {
+        out.cls[i].middleRows(first, m) = adapters[i]->cls_features();
+        out.energies[i].middleRows(first, m) = adapters[i]->scores();
+      }
+    }
+    model.set_training(true);
+    if (ranks > 1) {  // every rank's rows to every rank, packed into one sum
+      std::vector<double> packed;
+      for (const auto* group : {&out.cls, &out.energies})
+        for (const auto& m : *group) packed.insert(packed.end(), m.data(), m.data() + m.size());
+      for (index_t label : out.labels) packed.push_back(double(label));
+      context.sum_over_ranks(std::span<double>(packed));
+      std::size_t k = 0;
+      for (auto* group : {&out.cls, &out.energies})
+        for (auto& m : *group) std::copy_n(packed.begin() + std::ptrdiff_t(k), m.size(), m.data()), k += std::size_t(m.size());
+      for (index_t& label : out.labels) label = index_t(packed[k++]);
+    }
+    return out;
+  }
+
   template <Model M> void begin_epoch(M&, const training_context&) {}
 
   /// Choice B: A_o's gradient loses its component in span(M_{t-1}); choice A needs nothing (A_o is fixed).
@@ -594,7 +648,7 @@ class dual_lora_strategy {
       for (std::size_t i = 0; i < adapters.size(); ++i) adapters[i]->finish_task();
       if (stream_ && (options_.task_score == dual_task_score::statistics || options_.task_layers == dual_task_layers::all ||
                       options_.fit_temperature))
-        task_end_pass(model, context.task);
+        task_end_pass(model, context);
       state_bytes_ = statistics_.bytes();
       for (std::size_t i = 0; i < adapters.size(); ++i) state_bytes_ += memories_[i].bytes() + adapters[i]->state_bytes();
       ++finished_;
@@ -777,50 +831,16 @@ class dual_lora_strategy {
     return out;
   }
 
-  /// Every adapter's CLS features and energies of `set`'s images (in order) and their labels, one no-grad pass.
-  struct pass_features {
-    std::vector<Eigen::MatrixXd> cls, energies;
-    std::vector<index_t> labels;
-  };
-  template <Model M>
-  pass_features features_pass(M& model, const labelled_set& set) const {
-    const auto adapters = model.factorized_adapters();
-    const index_t n = set.size();
-    pass_features out{std::vector<Eigen::MatrixXd>(adapters.size()), std::vector<Eigen::MatrixXd>(adapters.size()),
-                      std::vector<index_t>(static_cast<std::size_t>(n))};
-    for (std::size_t i = 0; i < adapters.size(); ++i) {
-      out.cls[i].resize(n, adapters[i]->in_features());
-      out.energies[i].resize(n, adapters[i]->residual_tasks());
-    }
-    std::vector<index_t> batch_labels, rows;
-    std::vector<typename B::scalar_type> staging;
-    tensor<B> x;
-    model.set_training(false);
-    for (index_t first = 0; first < n; first += options_.collection_batch_size) {
-      const index_t m = std::min(options_.collection_batch_size, n - first);
-      rows.resize(std::size_t(m));
-      std::iota(rows.begin(), rows.end(), first);
-      detail::load_batch(set, rows, x, batch_labels, staging, model.backend());
-      (void)model.forward(x);
-      std::copy(batch_labels.begin(), batch_labels.end(), out.labels.begin() + first);
-      for (std::size_t i = 0; i < adapters.size(); ++i) {
-        out.cls[i].middleRows(first, m) = adapters[i]->cls_features();
-        out.energies[i].middleRows(first, m) = adapters[i]->scores();
-      }
-    }
-    model.set_training(true);
-    return out;
-  }
-
   /// After task t's training: one no-grad pass over its training set with the trained model. The first one finds
   /// the distinct, varying layers; the kept means follow the drift the task's training caused on its own images; the
   /// task's statistics join the kept ones; tau_id may be refitted on this task's rows (true task t). The pass's
   /// features, and the ones kept since the task started, live only until this function returns.
   template <Model M>
-  void task_end_pass(M& model, index_t task) {
+  void task_end_pass(M& model, const training_context& context) {
+    const index_t task = context.task;
     const auto& t = stream_->tasks.at(std::size_t(task));
     const auto adapters = model.factorized_adapters();
-    const pass_features pass = features_pass(model, t.train);
+    const pass_features pass = features_pass(model, t.train, context);
     if (same_input_.empty()) find_distinct_layers(pass.cls);
     if (options_.task_score == dual_task_score::statistics) {
       if (statistics_layers_.empty()) {

@@ -171,7 +171,7 @@ class inflora_strategy {
       for (auto* a : adapters) a->covariance().collect(true);
       if (context.forward_training_set) {
         context.forward_training_set(options_.collection_batch_size);
-        if (context.sum_over_ranks)  // data-parallel: each rank saw its batches
+        if (context.ranks > 1)  // data-parallel: each rank saw its batches
           for (auto* a : adapters) a->covariance().sum_over(context.sum_over_ranks);
       } else {
         detail::feature_pass(model, stream_->tasks.at(std::size_t(context.task)).train, options_.collection_batch_size);

@@ -726,7 +726,7 @@ run_result run_stream(M& model, const Stream& stream, S& strategy, OptimizerFact
   // a gradient (sparse updates and upper-layer adapters then save the frozen layers' backward).
   // The setting is restored when the run ends (or throws).
   detail::input_gradient_scope<M> skip_input_gradient(model);
-  training_context context{.tasks = tasks};
+  training_context context{.tasks = tasks, .rank = options.communicator.rank(), .ranks = options.communicator.size()};
   context.global_step = result.steps;
   context.forward_training_set = [&](index_t batch_size) {
     if (batch_size <= 0) throw_invalid_argument("run_stream", concat("forward_training_set: batch size ", batch_size, " must be >= 1"));
