@@ -1,14 +1,14 @@
 // Data-parallel training (runner_options::communicator) under `mpiexec -n N` (N = TREELORA_MPI_RANKS): every rank
 // runs the same run_stream on its share of every global batch; the result must be the single-process run's with the
 // same global batch. Each rank also trains the single-process run itself (the default communicator) as the reference.
-// In double precision the only difference is the order of the gradient sums (each rank's mean weighted by its share,
-// then summed over ranks, against one mean over the whole batch): for SeqLoRA and TreeLoRA's reference mode, whose
-// updates are smooth in the gradient, the trained parameters agree to 1e-10 relative and the accuracy matrices
-// exactly. TreeLoRA's paper mode pulls by sign(g_n - g_k) and its bandit takes an argmin: a last-bit difference can
-// flip a sign or a choice and the run then takes another, equally valid path; there every rank must still hold the
-// same state bit for bit, and the accuracies stay within a few points of the single process's. Also: a batch smaller
-// than the number of ranks (a rank with an empty share), and a data-parallel checkpoint resumed by N ranks and by one
-// process.
+// In double precision the only difference is the order of the gradient sums (each rank's mean times its weight,
+// summed over the ranks and divided by the summed weight, against one mean over the whole batch): for SeqLoRA and
+// TreeLoRA's reference mode, whose updates are smooth in the gradient, the trained parameters agree to 1e-10
+// relative and the accuracy matrices exactly. TreeLoRA's paper mode pulls by sign(g_n - g_k) and its bandit takes an
+// argmin: a last-bit difference can flip a sign or a choice and the run then takes another, equally valid path;
+// there every rank must still hold the same state bit for bit, and the accuracies stay within a few points of the
+// single process's. Also: DualLoRA with its stream (its feature passes split and gathered), a batch smaller than the
+// number of ranks (a rank with an empty share), and a data-parallel checkpoint resumed by N ranks and by one process.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
