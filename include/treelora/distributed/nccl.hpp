@@ -92,10 +92,16 @@ class nccl_communicator {
     bootstrap.broadcast(std::as_writable_bytes(std::span<ncclUniqueId>(&id, 1)), 0);
     const detail::nccl_device_scope scope(device_);
     detail::nccl_cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "nccl_communicator", "cudaStreamCreate");
-    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-    config.blocking = 0;  // calls return at once; wait() polls, so that a hung peer can be given up on
-    detail::nccl_check(ncclCommInitRankConfig(&comm_, size_, id, rank_, &config), "nccl_communicator", "ncclCommInitRankConfig");
-    wait_for_communicator(concat("joining the NCCL communicator of ", size_, " ranks"));
+    try {
+      ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+      config.blocking = 0;  // calls return at once; wait() polls, so that a hung peer can be given up on
+      detail::nccl_check(ncclCommInitRankConfig(&comm_, size_, id, rank_, &config), "nccl_communicator", "ncclCommInitRankConfig");
+      wait_for_communicator(concat("joining the NCCL communicator of ", size_, " ranks"));
+    } catch (...) {  // no destructor runs for a constructor that throws
+      abort_communicator();
+      cudaStreamDestroy(stream_);
+      throw;
+    }
   }
 
   ~nccl_communicator() {
@@ -138,8 +144,10 @@ class nccl_communicator {
     void* device = staging(bytes.size());
     copy(device, bytes.data(), bytes.size(), cudaMemcpyHostToDevice);
     enqueue(ncclBroadcast(device, device, bytes.size(), ncclUint8, root, usable(), stream_), "ncclBroadcast");
+    const std::string what = concat("broadcast of ", bytes.size(), " bytes from rank ", root);
+    wait_for_stream(stream_, what);  // first: a copy into pageable memory would block the host with no deadline
     copy(bytes.data(), device, bytes.size(), cudaMemcpyDeviceToHost);
-    wait_for_stream(stream_, concat("broadcast of ", bytes.size(), " bytes from rank ", root));
+    wait_for_stream(stream_, what);
   }
 
   /// Returns when every rank has reached it (NCCL has no barrier: an all-reduce of one value).
@@ -157,8 +165,10 @@ class nccl_communicator {
     T* device = static_cast<T*>(staging(bytes));
     copy(device, values.data(), bytes, cudaMemcpyHostToDevice);
     enqueue(ncclAllReduce(device, device, values.size(), detail::nccl_type<T>(), ncclSum, usable(), stream_), "ncclAllReduce");
+    const std::string what = concat("all_reduce_sum of ", values.size(), " host values");
+    wait_for_stream(stream_, what);  // first: a copy into pageable memory would block the host with no deadline
     copy(values.data(), device, bytes, cudaMemcpyDeviceToHost);
-    wait_for_stream(stream_, concat("all_reduce_sum of ", values.size(), " host values"));
+    wait_for_stream(stream_, what);
   }
 
   /// A device buffer of at least `bytes` (grown, never shrunk).
