@@ -1,10 +1,18 @@
 // GPM / DualGPM memory against closed forms: the energy rule on a matrix with known singular values, the threshold
 // schedule, the DualGPM switch keeping the same subspace, the covariance path equal to the representation path, and
-// the backend projector removing the old subspace exactly.
+// the backend projector removing the old subspace exactly; the thin SVD on a rank-deficient matrix that Eigen's
+// divide and conquer gets wrong (NaN) when compiled with FMA.
 #include "test_support.hpp"
 
+#include "treelora/core/eigen.hpp"  // first: see there
+
+#include <Eigen/Eigenvalues>
 #include <Eigen/QR>
 
+#include <filesystem>
+#include <fstream>
+
+#include "treelora/linalg/dense.hpp"
 #include "treelora/memory/gpm.hpp"
 
 using namespace treelora;
@@ -109,4 +117,38 @@ TEST_CASE_TEMPLATE("the backend projector removes the old subspace: g (I - M M^T
     CHECK((ga - expected).norm() / gb.norm() < 50 * treelora::testing::tolerance_v<B>);
     CHECK((ga * m).norm() / gb.norm() < 50 * treelora::testing::tolerance_v<B>);
   }
+}
+
+TEST_CASE("the thin SVD of a rank-deficient matrix that Eigen's BDCSVD returns as NaN under FMA is exact and finite") {
+  // Recorded from a DualGPM update in complement mode (C - u u^T C: 64 x 21, rank 15) during a data-parallel text
+  // run: 1344 little-endian doubles, column-major.
+  const auto path = std::filesystem::path(TREELORA_TEST_DATA_DIR) / "linalg" / "rank_deficient_64x21.f64";
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE(in);
+  matrix a(64, 21);
+  in.read(reinterpret_cast<char*>(a.data()), std::streamsize(a.size() * sizeof(double)));
+  REQUIRE(in.gcount() == std::streamsize(a.size() * sizeof(double)));
+  const linalg::left_singular svd = linalg::thin_svd_left(a);
+  REQUIRE(svd.u.allFinite());
+  REQUIRE(svd.s.allFinite());
+  CHECK((svd.u.transpose() * svd.u - matrix::Identity(21, 21)).norm() < 1e-12);  // orthonormal
+  for (Eigen::Index i = 1; i < svd.s.size(); ++i) CHECK(svd.s(i) <= svd.s(i - 1));
+  // the singular values are the square roots of a^T a's eigenvalues (an independent solver): fifteen 1s (21 columns
+  // of an orthonormal basis less the 6 directions the update removed), then six zeros
+  Eigen::SelfAdjointEigenSolver<matrix> gram(a.transpose() * a);
+  for (Eigen::Index i = 0; i < 15; ++i) {
+    CHECK(svd.s(i) == doctest::Approx(std::sqrt(gram.eigenvalues()(20 - i))).epsilon(1e-10));
+    CHECK(svd.s(i) == doctest::Approx(1.0).epsilon(1e-10));
+  }
+  for (Eigen::Index i = 15; i < 21; ++i) {
+    CHECK(svd.s(i) < 1e-12);
+    CHECK(std::abs(gram.eigenvalues()(20 - i)) < 1e-14);
+  }
+  // a lies in the span of the 15 leading columns
+  const matrix u = svd.u.leftCols(15);
+  CHECK((a - u * (u.transpose() * a)).norm() < 1e-12);
+  // non-finite input is refused, not decomposed into garbage
+  matrix bad = a;
+  bad(3, 4) = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_AS(linalg::thin_svd_left(bad), std::invalid_argument);
 }

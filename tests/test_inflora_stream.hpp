@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "treelora/core/eigen.hpp"  // first: see there
+
 #include <Eigen/Dense>
 
 #include "treelora/backend/random.hpp"

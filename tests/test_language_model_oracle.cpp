@@ -1,7 +1,7 @@
 // The language models against an independent PyTorch implementation (tests/data/language_models/make_golden.py,
 // written from the architecture description with Hugging Face's parameter names): from the same safetensors
 // checkpoint and PEFT adapter, the logits, the loss and every LoRA gradient of a left-padded batch agree (fp32,
-// relative 1e-5), and so does the loss before each of ten Adam steps on the adapters. Configurations: Llama with GQA (4 query,
+// relative 1e-5; the LoRA gradients 2e-5), and so does the loss before each of ten Adam steps on the adapters. Configurations: Llama with GQA (4 query,
 // 2 key/value heads), llama3 RoPE scaling and an untied head; Llama with a tied head and LoRA on all seven modules;
 // GPT-2 with its Conv1D layout and LoRA on c_attn and both c_proj. The PEFT export of the loaded adapters equals the
 // file it came from. TREELORA_LM_GOLDEN_DIR points the test at freshly generated data (the CTest run
@@ -68,7 +68,9 @@ void check_against_pytorch(M& model, const std::filesystem::path& folder) {
       INFO(key);
       REQUIRE(golden.contains(key));
       const tensor<F32>& g = which == 'A' ? *view.a_gradient : *view.b_gradient;
-      CHECK(relative_error(g.to_host(), golden.at(key).values) < 1e-5);
+      // float gradients, the first layer's passed back through every later one: 2e-5 (1.3e-5 seen on an AVX-512
+      // build, whose sums run 16 wide, against PyTorch's)
+      CHECK(relative_error(g.to_host(), golden.at(key).values) < 2e-5);
     }
 
   adam<F32> optimiser(trainable, {.learning_rate = 1e-2});

@@ -99,7 +99,9 @@ TEST_CASE("indexed Adam equals dense Adam at the listed entries and leaves the o
   all.sparse.emplace_back(&p2, every);
   dense.step();
   sparse.step(all);
-  CHECK(p1.to_host() == p2.to_host());  // same arithmetic, bit for bit
+  // The same formula: equal up to where the compiler fused a multiply-add (the dense step is Eigen's vectorised
+  // expression, the indexed one a scalar loop; with AVX-512 they part in the last bit).
+  CHECK(treelora::testing::relative_error(p1.to_host(), p2.to_host()) < 1e-15);
   const auto before = p2.to_host();
   some.sparse.emplace_back(&p2, std::vector<index_t>{3, 7});
   sparse.step(some);

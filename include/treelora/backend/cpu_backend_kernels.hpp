@@ -9,7 +9,7 @@
 #include <limits>
 #include <numbers>
 
-#include <Eigen/Core>
+#include "treelora/core/eigen.hpp"
 #include <unsupported/Eigen/SpecialFunctions>  // erf for GELU
 
 #include "treelora/backend/calling_thread_only.hpp"

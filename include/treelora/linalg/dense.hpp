@@ -9,7 +9,7 @@
 // calling_thread_only scope (Eigen would otherwise thread the products inside the decompositions).
 #pragma once
 
-#include <Eigen/Core>
+#include "treelora/core/eigen.hpp"
 
 // Header-only the functions are `inline` (defined below, in every translation unit); compiled, they are ordinary
 // functions of the library.
@@ -22,6 +22,7 @@
 namespace treelora::linalg {
 
 /// The left half of a thin SVD: a = U diag(s) V^T with U [m, min(m, n)] orthonormal, s descending and >= 0.
+/// Throws std::invalid_argument for a matrix with NaN or infinite entries.
 struct left_singular {
   Eigen::MatrixXd u;
   Eigen::VectorXd s;

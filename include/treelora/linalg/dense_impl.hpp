@@ -2,6 +2,8 @@
 // the treelora::compiled library otherwise).
 #pragma once
 
+#include "treelora/core/eigen.hpp"  // first: see there
+
 #include <Eigen/Cholesky>
 #include <Eigen/Eigenvalues>
 #include <Eigen/QR>
@@ -14,9 +16,16 @@
 namespace treelora::linalg {
 
 TREELORA_LINALG_API left_singular thin_svd_left(const Eigen::MatrixXd& a) {
+  if (!a.allFinite())
+    throw_invalid_argument("linalg::thin_svd_left", concat("the ", a.rows(), " x ", a.cols(), " matrix has NaN or infinite entries"));
   const calling_thread_only serial;
   Eigen::BDCSVD<Eigen::MatrixXd> svd(a, Eigen::ComputeThinU);
-  return {svd.matrixU(), svd.singularValues()};
+  if (svd.matrixU().allFinite() && svd.singularValues().allFinite()) return {svd.matrixU(), svd.singularValues()};
+  // Eigen 3.4.0's divide and conquer returns NaN for some rank-deficient matrices once compiled with FMA
+  // (-march=native on an AVX2 or AVX-512 machine; SSE2 code gets them right): seen on a 64 x 21 matrix of rank 15 in a
+  // DualGPM update (tests/data/linalg). One-sided Jacobi, slower and robust, takes over for those.
+  Eigen::JacobiSVD<Eigen::MatrixXd> jacobi(a, Eigen::ComputeThinU);
+  return {jacobi.matrixU(), jacobi.singularValues()};
 }
 
 TREELORA_LINALG_API symmetric_eigen symmetric_eigendecomposition(const Eigen::MatrixXd& a) {

@@ -33,7 +33,7 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/Core>
+#include "treelora/core/eigen.hpp"
 
 #include "treelora/backend/calling_thread_only.hpp"
 #include "treelora/lora/inflora.hpp"

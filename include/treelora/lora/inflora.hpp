@@ -14,7 +14,7 @@
 #include <span>
 #include <vector>
 
-#include <Eigen/Core>
+#include "treelora/core/eigen.hpp"
 
 #include "treelora/lora/factorization.hpp"
 

@@ -16,7 +16,7 @@
 #include <cmath>
 #include <vector>
 
-#include <Eigen/Core>
+#include "treelora/core/eigen.hpp"
 
 #include "treelora/backend/calling_thread_only.hpp"
 #include "treelora/linalg/dense.hpp"

@@ -2,7 +2,7 @@
 // does not include it, so that a program that never names Eigen does not parse it.
 #pragma once
 
-#include <Eigen/Core>
+#include "treelora/core/eigen.hpp"
 
 #include "treelora/backend/cpu_backend.hpp"
 #include "treelora/tensor/tensor.hpp"
