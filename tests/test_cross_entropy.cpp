@@ -1,8 +1,11 @@
 // Softmax cross-entropy: value against a naive formula, gradient by finite differences, class masking (a task's
-// classes on a shared head), label errors, a non-finite loss, and argmax with and without a class subset.
+// classes on a shared head), label errors, a non-finite loss, and argmax with and without a class subset. The device
+// path (a backend with the optional BackendDeviceLosses members, as the CUDA one) against the host loops, through a
+// backend that runs those members on the CPU.
 #include "test_support.hpp"
 
 #include "treelora/layers/cross_entropy.hpp"
+#include "treelora/optim/clip.hpp"
 
 using namespace treelora;
 using treelora::testing::finite_difference_error;
@@ -177,4 +180,130 @@ TEST_CASE("token cross-entropy gradient matches finite differences; next-token l
   CHECK(next == std::vector<index_t>{ignored_label, ignored_label, 23, 2, ignored_label, ignored_label, ignored_label, 29,
                                      2, ignored_label});
   CHECK_THROWS_AS(next_token_labels(ids, counted, 3), std::invalid_argument);
+}
+
+namespace {
+/// The CPU backend, declared out of the host's reach (is_host_accessible = false) and given the optional
+/// BackendDeviceLosses members as plain loops written from their contract (backend/backend.hpp). It drives
+/// cross_entropy.hpp's and clip.hpp's device paths on the CPU: what they pass (labels, classes, scales), what they do
+/// with the result, and that they call each member once. The CUDA kernels themselves are tested on a GPU
+/// (tests/gpu/test_cuda_backend.cu).
+template <class S>
+struct far_backend : cpu_backend<S> {
+  static constexpr bool is_host_accessible = false;
+  int calls = 0;
+
+  double cross_entropy_rows(index_t rows, index_t cols, const S* z, std::span<const index_t> labels,
+                            std::span<const index_t> allowed, double scale, S* g) {
+    ++calls;
+    REQUIRE(static_cast<index_t>(labels.size()) == rows);
+    std::vector<bool> in(static_cast<std::size_t>(cols), allowed.empty());
+    for (const index_t c : allowed) in[static_cast<std::size_t>(c)] = true;
+    double total = 0;
+    for (index_t r = 0; r < rows; ++r) {
+      const S* zr = z + r * cols;
+      S* gr = g + r * cols;
+      const index_t label = labels[static_cast<std::size_t>(r)];
+      if (label < 0) {
+        std::fill(gr, gr + cols, S(0));
+        continue;
+      }
+      double normaliser = 0;
+      for (index_t c = 0; c < cols; ++c)
+        if (in[static_cast<std::size_t>(c)]) normaliser += std::exp(double(zr[c]));
+      total += std::log(normaliser) - double(zr[label]);
+      for (index_t c = 0; c < cols; ++c) {
+        const double p = in[static_cast<std::size_t>(c)] ? std::exp(double(zr[c])) / normaliser : 0.0;
+        gr[c] = static_cast<S>((p - (c == label)) * scale);
+      }
+    }
+    return total;
+  }
+  std::vector<index_t> argmax_rows(index_t rows, index_t cols, const S* z, std::span<const index_t> allowed) {
+    ++calls;
+    std::vector<index_t> best(static_cast<std::size_t>(rows), -1);
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t c = cols - 1; c >= 0; --c)  // from the right, >= : the lowest index wins ties
+        if ((allowed.empty() || std::find(allowed.begin(), allowed.end(), c) != allowed.end()) &&
+            (best[std::size_t(r)] < 0 || z[r * cols + c] >= z[r * cols + best[std::size_t(r)]]))
+          best[std::size_t(r)] = c;
+    return best;
+  }
+  double squared_norm_total(std::span<const S* const> arrays, std::span<const index_t> sizes) {
+    ++calls;
+    double total = 0;
+    for (std::size_t i = 0; i < arrays.size(); ++i)
+      for (index_t k = 0; k < sizes[i]; ++k) total += double(arrays[i][k]) * double(arrays[i][k]);
+    return total;
+  }
+};
+using Far = far_backend<double>;
+static_assert(Backend<Far> && BackendDeviceLosses<Far> && !BackendDeviceLosses<D>);
+
+template <class To, class From>
+tensor<To> same_values(To& backend, const tensor<From>& t) {
+  return tensor<To>::from_host(backend, t.shape(), t.to_host());
+}
+}  // namespace
+
+TEST_CASE("the device path: cross-entropy, token cross-entropy and argmax through BackendDeviceLosses equal the host loops") {
+  D host;
+  Far far;
+  const auto logits = random_tensor(host, shape{6, 9}, 21, 3.0);
+  const auto far_logits = same_values(far, logits);
+  tensor<D> gradient(host, shape{6, 9});
+  tensor<Far> far_gradient(far, shape{6, 9});
+  const std::vector<index_t> labels{0, 8, 4, 4, 2, 6};
+  for (const std::vector<index_t>& allowed : {std::vector<index_t>{}, std::vector<index_t>{8, 0, 2, 4, 6, 6}}) {
+    INFO("allowed classes: ", allowed.size());
+    const int before = far.calls;
+    const double expected = cross_entropy_loss<D>(logits, labels, gradient, allowed);
+    CHECK(cross_entropy_loss<Far>(far_logits, labels, far_gradient, allowed) == doctest::Approx(expected).epsilon(1e-12));
+    CHECK(relative_error(far_gradient.to_host(), gradient.to_host()) < 1e-12);
+    CHECK(argmax_rows<Far>(far_logits, allowed) == argmax_rows<D>(logits, allowed));
+    CHECK(far.calls == before + 2);
+  }
+  const std::vector<index_t> tokens{ignored_label, 3, 8, ignored_label, 0, 5};
+  const double expected = token_cross_entropy_loss<D>(logits, tokens, gradient);
+  CHECK(token_cross_entropy_loss<Far>(far_logits, tokens, far_gradient) == doctest::Approx(expected).epsilon(1e-12));
+  CHECK(relative_error(far_gradient.to_host(), gradient.to_host()) < 1e-12);
+  // labels are checked on the host, before the backend is asked
+  const int before = far.calls;
+  CHECK_THROWS_WITH_AS(cross_entropy_loss<Far>(far_logits, std::vector<index_t>{0, 1, 2, 3, 4, 9}, far_gradient),
+                       doctest::Contains("row 5: label 9 outside [0, 9)"), std::invalid_argument);
+  CHECK_THROWS_AS(cross_entropy_loss<Far>(far_logits, labels, far_gradient, std::vector<index_t>{0, 4}), std::invalid_argument);
+  CHECK_THROWS_AS(token_cross_entropy_loss<Far>(far_logits, std::vector<index_t>(6, ignored_label), far_gradient),
+                  std::invalid_argument);
+  CHECK(far.calls == before);
+  // a non-finite loss is refused on this path too
+  auto nan_logits = same_values(far, logits);
+  auto values = nan_logits.to_host();
+  values[10] = std::numeric_limits<double>::quiet_NaN();
+  nan_logits = tensor<Far>::from_host(far, shape{6, 9}, values);
+  CHECK_THROWS_AS(cross_entropy_loss<Far>(nan_logits, labels, far_gradient), std::runtime_error);
+}
+
+TEST_CASE("the device path: the clipping norm is one call for every trainable gradient and clips as the host loop") {
+  D host;
+  Far far;
+  std::vector<tensor<D>> values, gradients;
+  std::vector<tensor<Far>> far_values, far_gradients;
+  for (std::uint64_t i = 0; i < 4; ++i) {
+    values.push_back(random_tensor(host, shape{index_t(3 + 5 * i)}, 30 + i));
+    gradients.push_back(random_tensor(host, shape{index_t(3 + 5 * i)}, 40 + i, 2.0));
+    far_values.push_back(same_values(far, values.back()));
+    far_gradients.push_back(same_values(far, gradients.back()));
+  }
+  parameter_list<D> params;
+  parameter_list<Far> far_params;
+  for (std::size_t i = 0; i < 4; ++i) {
+    params.push_back({concat("p", i), &values[i], &gradients[i], i != 2});  // p2 frozen: not counted
+    far_params.push_back({concat("p", i), &far_values[i], &far_gradients[i], i != 2});
+  }
+  const double norm = clip_gradient_norm(params, 1.5);
+  CHECK(norm > 1.5);  // so it clips
+  CHECK(clip_gradient_norm(far_params, 1.5) == doctest::Approx(norm).epsilon(1e-12));
+  CHECK(far.calls == 1);
+  for (std::size_t i = 0; i < 4; ++i) CHECK(relative_error(far_gradients[i].to_host(), gradients[i].to_host()) < 1e-12);
+  CHECK(clip_gradient_norm(far_params, 1.5) == doctest::Approx(1.5).epsilon(1e-6));
 }

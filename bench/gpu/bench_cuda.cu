@@ -5,19 +5,30 @@
 //                         tokens) and on 4096 x 4096 x 4096, rank 8, in each gemm mode
 //   vit_training_step     one ViT-B/16-sized training step (224x224x3, patch 16, width 768, depth 12, 12 heads,
 //                         MLP 3072, LoRA r = 8 on q and v, batch 32): forward, cross-entropy, backward, AdamW
-// Times are CUDA events on the context's stream around each side (manual time; medians in the counters). Both sides
+//   lm_lora_step          one LoRA step of a Llama-3.2-1B-shaped model (random weights: d 2048, 16 layers, 32 query
+//                         and 8 key/value heads, MLP 8192, vocabulary 128256, tied head), batch 4 x 512 tokens, r = 8,
+//                         alpha = 32 on q_proj and v_proj: zero gradients, forward, next-token cross-entropy over
+//                         every token (on the device), backward, Adam on the adapters; tokens/s, and the FLOP rate it
+//                         implies (4 N + 12 L d_q T per token, docs/language-models.md) against the bf16 dense peak
+//                         TREELORA_PEAK_TFLOPS (default 989, the H100/H200 SXM datasheet figure)
+// Times are CUDA events on the context's stream around each side (manual time; medians in the counters); the training
+// steps also count how often the host waited for the device (cuda_context::host_waits: 1 per step, the loss). Both sides
 // of a ratio are timed interleaved in the same benchmark. bench/gpu/pytorch_gpu_reference.py times the same shapes
 // with torch + peft. Without a CUDA device the program says so and exits 0.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 #include <treelora/treelora.hpp>
 
 #include "treelora/backend/cuda_backend.hpp"
+#include "treelora/models/llama.hpp"
 #include "treelora/models/vit.hpp"
+#include "treelora/optim/adam.hpp"
 
 using namespace treelora;
 using G = cuda_backend<float>;
@@ -143,13 +154,74 @@ void vit_training_step(benchmark::State& state) {
   step();  // warm-up: allocations, cuBLAS heuristics
   event_timer timer;
   std::vector<double> times;
+  const std::uint64_t waits = context.host_waits();
   for (auto _ : state) {
     const double s = timer.seconds(context.stream(), step);
     times.push_back(s);
     state.SetIterationTime(s);
   }
+  state.counters["host_waits_per_step"] = double(context.host_waits() - waits) / double(times.size());
   state.counters["step_ms"] = 1e3 * median(times);
   state.counters["images_per_s"] = double(batch) / median(times);
+  state.counters["loss"] = loss;
+  state.SetLabel(mode_name(mode));
+}
+
+/// FLOPs of one LoRA step per token with a frozen base: forward 2N, input gradients 2N, attention 12 L d_q T.
+double step_flops_per_token(const llama_config& c, index_t tokens) {
+  const double d = double(c.hidden_size), q = double(c.num_attention_heads * c.head_width()),
+               kv = double(c.num_key_value_heads * c.head_width()), inner = double(c.intermediate_size);
+  const double per_layer = d * q * 2 + d * kv * 2 + 3 * d * inner;
+  const double n = double(c.num_hidden_layers) * per_layer + double(c.vocab_size) * d * (c.tie_word_embeddings ? 1 : 2);
+  return 4 * n + 12 * double(c.num_hidden_layers) * q * double(tokens);
+}
+
+void lm_lora_step(benchmark::State& state) {
+  const index_t batch = state.range(0), tokens = state.range(1);
+  const gemm_mode mode = modes[state.range(2)];
+  cuda_context context(0, mode);
+  G backend(context);
+  llama_config c = llama_config::llama_3_2_1b();
+  c.tie_word_embeddings = true;
+  c.lora_targets = {"q_proj", "v_proj"}, c.lora_rank = 8, c.lora_alpha = 32;
+  llama<G> model(backend, c);
+  parameter_list<G> trainable;
+  for (auto& p : parameters(model))
+    if (p.trainable) trainable.push_back(p);
+  adam<G> optimiser(trainable, {.learning_rate = 1e-4});
+  std::vector<index_t> ids(static_cast<std::size_t>(batch * tokens));
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = index_t((i * 7919 + 13) % std::size_t(c.vocab_size));
+  const auto layout = left_padded_layout(ids, batch, tokens, -1);
+  std::vector<index_t> labels(ids.size(), ignored_label);
+  for (std::size_t i = 0; i + 1 < ids.size(); ++i)
+    if ((i + 1) % static_cast<std::size_t>(tokens) != 0) labels[i] = ids[i + 1];
+  tensor<G> gradient;
+  double loss = 0;
+  const auto step = [&] {
+    zero_gradients(trainable);
+    const auto logits = model.forward_tokens(ids, layout);
+    gradient.resize(backend, logits.shape());
+    loss = token_cross_entropy_loss<G>(logits, labels, gradient);
+    model.backward(gradient);
+    optimiser.step();
+  };
+  step();  // warm-up: allocations, cuBLAS heuristics
+  event_timer timer;
+  std::vector<double> times;
+  const std::uint64_t waits = context.host_waits();
+  for (auto _ : state) {
+    const double s = timer.seconds(context.stream(), step);
+    times.push_back(s);
+    state.SetIterationTime(s);
+  }
+  state.counters["host_waits_per_step"] = double(context.host_waits() - waits) / double(times.size());
+  const char* peak = std::getenv("TREELORA_PEAK_TFLOPS");
+  const double t = median(times), tokens_per_s = double(batch * tokens) / t;
+  const double tflops = tokens_per_s * step_flops_per_token(c, tokens) / 1e12;
+  state.counters["step_ms"] = 1e3 * t;
+  state.counters["tokens_per_s"] = tokens_per_s;
+  state.counters["TFLOP_per_s"] = tflops;
+  state.counters["share_of_bf16_peak"] = tflops / (peak ? std::atof(peak) : 989.0);
   state.counters["loss"] = loss;
   state.SetLabel(mode_name(mode));
 }
@@ -165,6 +237,7 @@ BENCHMARK(lora_versus_base)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(vit_training_step)->ArgsProduct({{32}, {0, 1, 2}})->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(20);
+BENCHMARK(lm_lora_step)->ArgsProduct({{4}, {512}, {0, 1, 2}})->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 
 int main(int argc, char** argv) {
   if (cuda_device_count() == 0) {

@@ -7,6 +7,10 @@
   vit_training_step  one ViT-B/16-sized step (224x224x3, patch 16, width 768, depth 12, 12 heads, MLP 3072, PEFT LoRA
                      r = 8 on q and v, batch 32): zero_grad, forward, cross-entropy on two classes of a 10-way head,
                      backward, AdamW on the adapters and the head
+  lm_lora_step       one LoRA step of transformers' LlamaForCausalLM at Llama-3.2-1B's shapes (random weights, tied
+                     head), PEFT LoRA r = 8, alpha = 32 on q_proj and v_proj, batch 4 x 512 tokens: zero_grad,
+                     forward, next-token cross-entropy over every token, backward, Adam on the adapters (tokens/s);
+                     needs transformers (skipped without it)
 Each mode: fp32 (TF32 off), tf32 (torch.backends.cuda.matmul.allow_tf32), bf16 (autocast to bfloat16). CUDA events
 around each side, median over the repeats, printed in ms.
 
@@ -154,6 +158,37 @@ def vit_training_step(batch, mode, repeats):
     return timed_ms(step, repeats)
 
 
+def lm_lora_step(batch, tokens, mode, repeats):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    autocast = set_mode(mode)
+    config = LlamaConfig(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
+                         tie_word_embeddings=True)
+    with torch.device(DEVICE):
+        base = LlamaForCausalLM(config)
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    ids = (torch.arange(batch * tokens, device=DEVICE) * 7919 + 13) % config.vocab_size
+    ids = ids.reshape(batch, tokens)
+    labels = torch.full_like(ids, -100)
+    labels[:, :-1] = ids[:, 1:]
+
+    def step():
+        optimizer.zero_grad(set_to_none=False)
+        with autocast():
+            logits = model(input_ids=ids).logits
+        loss = functional.cross_entropy(logits.float().reshape(-1, config.vocab_size), labels.reshape(-1),
+                                        ignore_index=-100)
+        loss.backward()
+        optimizer.step()
+
+    ms = timed_ms(step, repeats)
+    del model, base, optimizer
+    torch.cuda.empty_cache()
+    return ms
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
@@ -167,6 +202,15 @@ def main():
     for mode in ("fp32", "tf32", "bf16"):
         ms = vit_training_step(32, mode, max(5, args.repeats // 3))
         print(f"vit_training_step ViT-B/16 batch 32 {mode}: {ms:.2f} ms/step, {32 / ms * 1e3:.1f} images/s")
+    try:
+        import transformers
+    except ImportError:
+        print("lm_lora_step: transformers is not installed; skipped")
+        return
+    for mode in ("fp32", "tf32", "bf16"):
+        ms = lm_lora_step(4, 512, mode, 5)
+        print(f"lm_lora_step Llama-3.2-1B shapes batch 4 x 512 {mode} (transformers {transformers.__version__}): "
+              f"{ms:.2f} ms/step, {4 * 512 / ms * 1e3:.0f} tokens/s")
 
 
 if __name__ == "__main__":

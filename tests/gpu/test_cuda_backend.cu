@@ -1,6 +1,7 @@
 // The CUDA backend against the CPU backend on the same inputs: every kernel (float and double, per-type tolerance),
-// seeded fills element by element, the gemm modes, the error path, a LoRA layer's forward and backward, and one
-// ViT training step (forward, cross-entropy, backward, Adam). Without a device each case says so and passes.
+// seeded fills element by element, the gemm modes, the error path, the losses, predictions and clipping norm computed
+// on the device against the host loops, a LoRA layer's forward and backward, and one ViT training step (forward,
+// cross-entropy, backward, Adam). Without a device each case says so and passes.
 #include "cuda_test_support.hpp"
 
 #include <cmath>
@@ -9,9 +10,11 @@
 #include <numeric>
 
 #include "treelora/backend/cuda_backend.hpp"
+#include "treelora/layers/cross_entropy.hpp"
 #include "treelora/models/gpt2.hpp"
 #include "treelora/models/llama.hpp"
 #include "treelora/models/vit.hpp"
+#include "treelora/optim/clip.hpp"
 
 using namespace treelora;
 using treelora::testing::relative_error;
@@ -406,6 +409,105 @@ TEST_CASE_TEMPLATE("reductions equal the CPU (small, large, empty)", S, float, d
   CHECK(g.max(0, nullptr) == -std::numeric_limits<S>::infinity());
 }
 
+static_assert(BackendDeviceLosses<cuda_backend<float>> && BackendDeviceLosses<cuda_backend<double>>,
+              "the CUDA backend computes losses, predictions and the clipping norm on the device");
+static_assert(!BackendDeviceLosses<cpu_backend<float>>);
+
+TEST_CASE_TEMPLATE("losses, predictions and the clipping norm on the device equal the host loops", S, float, double) {
+  TREELORA_SKIP_WITHOUT_CUDA_DEVICE();
+  twin<S> w;
+  using C = cpu_backend<S>;
+  using G = cuda_backend<S>;
+  SUBCASE("class cross-entropy: every class, a subset, a wide head") {
+    for (const auto& [rows, classes] : {std::pair<index_t, index_t>{7, 10}, {3, 5000}}) {
+      auto logits = w.make(shape{rows, classes}, 31, 3.0);
+      auto gc = w.make_filled(shape{rows, classes}, S(7)), gg = w.make_filled(shape{rows, classes}, S(7));
+      std::vector<index_t> labels;
+      for (index_t r = 0; r < rows; ++r) labels.push_back((r * 3 + 1) % 4 * 2);  // even classes 0..6
+      for (const std::vector<index_t>& allowed : {std::vector<index_t>{}, std::vector<index_t>{6, 0, 2, 4, 9, 2}}) {
+        INFO("rows ", rows, ", classes ", classes, ", allowed ", allowed.size());
+        const double lc = cross_entropy_loss<C>(logits.c, labels, gc.c, allowed);
+        const double lg = cross_entropy_loss<G>(logits.g, labels, gg.g, allowed);
+        CHECK(lg == doctest::Approx(lc).epsilon(10 * tol<S>));
+        CHECK(relative_error(gg.g.to_host(), gc.c.to_host()) < 10 * tol<S>);
+      }
+    }
+  }
+  SUBCASE("token cross-entropy: ignored rows, a vocabulary of 70000, a label of tiny probability") {
+    const index_t rows = 6, vocabulary = 70000;
+    auto logits = w.make(shape{rows, vocabulary}, 32, 2.0);
+    std::vector<S> host = logits.c.to_host();
+    host[2 * vocabulary + 5] = S(60);  // row 2's label 6 sits beside a logit that takes all the probability
+    logits.c = tensor<C>::from_host(w.host_backend, shape{rows, vocabulary}, host);
+    logits.g = tensor<G>::from_host(w.device_backend, shape{rows, vocabulary}, host);
+    const std::vector<index_t> labels = {11, ignored_label, 6, 69999, ignored_label, 0};
+    auto gc = w.make_filled(shape{rows, vocabulary}, S(7)), gg = w.make_filled(shape{rows, vocabulary}, S(7));
+    const double lc = token_cross_entropy_loss<C>(logits.c, labels, gc.c);
+    const double lg = token_cross_entropy_loss<G>(logits.g, labels, gg.g);
+    CHECK(lg == doctest::Approx(lc).epsilon(10 * tol<S>));
+    CHECK(lg > 10);  // row 2 alone adds about 60 / 4
+    const auto dg = gg.g.to_host();
+    CHECK(relative_error(dg, gc.c.to_host()) < 10 * tol<S>);
+    for (index_t c = 0; c < vocabulary; ++c) {  // ignored rows: exactly zero
+      REQUIRE(dg[static_cast<std::size_t>(vocabulary + c)] == S(0));
+      REQUIRE(dg[static_cast<std::size_t>(4 * vocabulary + c)] == S(0));
+    }
+  }
+  SUBCASE("a NaN logit and a bad label are refused as on the host") {
+    std::vector<S> host(12, S(0.5));
+    host[7] = std::numeric_limits<S>::quiet_NaN();
+    const auto logits = tensor<G>::from_host(w.device_backend, shape{3, 4}, host);
+    tensor<G> gradient(w.device_backend, shape{3, 4});
+    const std::vector<index_t> labels = {0, 1, 2};
+    CHECK_THROWS_AS(cross_entropy_loss<G>(logits, labels, gradient), std::runtime_error);
+    CHECK_THROWS_AS(token_cross_entropy_loss<G>(logits, labels, gradient), std::runtime_error);
+    const std::vector<index_t> bad = {0, 4, 1};
+    CHECK_THROWS_AS(cross_entropy_loss<G>(logits, bad, gradient), std::invalid_argument);
+    const std::vector<index_t> outside = {0, 1, 3};
+    CHECK_THROWS_AS(cross_entropy_loss<G>(logits, outside, gradient, std::vector<index_t>{0, 1, 2}), std::invalid_argument);
+  }
+  SUBCASE("argmax: ties across lanes go to the lowest class, a subset of classes, rows of every width") {
+    for (const index_t classes : {index_t(1), index_t(10), index_t(100), index_t(4097)}) {
+      const index_t rows = 37;
+      std::vector<S> host(static_cast<std::size_t>(rows * classes));
+      random::generator g(40 + static_cast<std::uint64_t>(classes));
+      for (auto& x : host) x = static_cast<S>(std::floor(4 * g.uniform()));  // few values: many ties
+      const auto c = tensor<C>::from_host(w.host_backend, shape{rows, classes}, host);
+      const auto d = tensor<G>::from_host(w.device_backend, shape{rows, classes}, host);
+      INFO("classes ", classes);
+      CHECK(argmax_rows<G>(d) == argmax_rows<C>(c));
+      std::vector<index_t> allowed;
+      for (index_t k = classes - 1; k >= 0; k -= 3) allowed.push_back(k);
+      CHECK(argmax_rows<G>(d, allowed) == argmax_rows<C>(c, allowed));
+    }
+  }
+  SUBCASE("the clipping norm: one read for every gradient, the same norm and the same clipped gradients") {
+    std::vector<tensor<C>> cv, cg;
+    std::vector<tensor<G>> gv, gg;
+    const std::vector<index_t> sizes = {1, 300, 0, 70001, 33};
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      auto v = w.make(shape{std::max<index_t>(sizes[i], 1)}, 50 + i), g = w.make(shape{sizes[i]}, 60 + i);
+      cv.push_back(std::move(v.c)), gv.push_back(std::move(v.g)), cg.push_back(std::move(g.c)), gg.push_back(std::move(g.g));
+    }
+    parameter_list<C> cp;
+    parameter_list<G> gp;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      const bool trainable = i != 1;  // a frozen one does not count
+      cp.push_back({concat("p", i), &cv[i], &cg[i], trainable});
+      gp.push_back({concat("p", i), &gv[i], &gg[i], trainable});
+    }
+    for (const double max_norm : {1e6, 3.0}) {
+      const double nc = clip_gradient_norm(cp, max_norm);
+      const double ng = clip_gradient_norm(gp, max_norm);
+      INFO("max norm ", max_norm);
+      CHECK(ng == doctest::Approx(nc).epsilon(10 * tol<S>));
+      for (std::size_t i = 0; i < sizes.size(); ++i)
+        CHECK(relative_error(gg[i].to_host(), cg[i].to_host()) < 10 * tol<S>);
+    }
+    CHECK(clip_gradient_norm(gp, 1.0) == doctest::Approx(3.0).epsilon(10 * tol<S>));  // clipped to 3 just before
+  }
+}
+
 TEST_CASE_TEMPLATE("SGD and Adam kernels equal the CPU (every option, dense and indexed)", S, float, double) {
   TREELORA_SKIP_WITHOUT_CUDA_DEVICE();
   twin<S> w;
@@ -540,6 +642,42 @@ TEST_CASE_TEMPLATE("one ViT training step (forward, cross-entropy, backward, Ada
       INFO(cpu_params[i].name);
       CHECK(relative_error(gpu_params[i].value->to_host(), cpu_params[i].value->to_host()) < 1000 * tol<S>);
     }
+  }
+}
+
+TEST_CASE("a ViT training step is one stream of kernels: the host waits once per step, for the loss (twice with clipping)") {
+  TREELORA_SKIP_WITHOUT_CUDA_DEVICE();
+  using G = cuda_backend<float>;
+  cuda_context context(0, gemm_mode::fp32);
+  G backend(context);
+  const vit_config config{.image_height = 28, .image_width = 28, .channels = 1, .patch_size = 7, .width = 32,
+                          .depth = 2, .heads = 4, .mlp_ratio = 2.0, .classes = 10, .lora_targets = {"q", "v", "fc1"},
+                          .lora_rank = 4, .lora_alpha = 8.0, .lora_dropout = 0.1, .seed = 11};
+  vit<G> model(backend, config);
+  auto params = parameters(model);
+  auto optimizer = make_adamw<G>(params);
+  const index_t batch = 8;
+  tensor<G> images(backend, shape{batch, 28, 28}), logits_gradient(backend, shape{batch, 10});
+  fill_normal<G>(images, 0, 1, 3);
+  const std::vector<index_t> labels = {0, 1, 2, 3, 3, 2, 1, 0};
+  const std::vector<index_t> classes = {0, 1, 2, 3};  // a task's classes on the shared head
+  const auto step = [&](bool clip) {
+    zero_gradients(params);
+    const double loss = cross_entropy_loss<G>(model.forward(images), labels, logits_gradient, classes);
+    model.backward(logits_gradient);
+    if (clip) clip_gradient_norm(params, 1.0);
+    optimizer.step();
+    return loss;
+  };
+  step(true);  // warm-up: allocations, cuBLAS's workspace, the index staging ring's size
+  const int steps = 20;
+  for (const bool clip : {false, true}) {
+    const std::uint64_t before = context.host_waits();
+    for (int i = 0; i < steps; ++i) REQUIRE(std::isfinite(step(clip)));
+    const std::uint64_t waits = context.host_waits() - before, per_step = clip ? 2 : 1;
+    INFO("clipping: ", clip, ", host waits in ", steps, " steps: ", waits);
+    CHECK(waits >= per_step * steps);
+    CHECK(waits <= per_step * steps + 2);  // a wrap of the index staging ring waits once per lap
   }
 }
 

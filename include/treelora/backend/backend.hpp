@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "treelora/core/error.hpp"
 
@@ -114,6 +115,25 @@ concept BackendOptimizerKernels = requires(B& backend, typename B::scalar_type* 
 template <class B>
 concept Backend = BackendMemory<B> && BackendBlas<B> && BackendElementwise<B> && BackendReductions<B> &&
                   BackendOptimizerKernels<B>;
+
+/// Optional, beyond the contract: losses and predictions computed where the tensors live. A backend whose memory the
+/// host cannot read (a GPU's) provides these so that a training step copies neither logits nor one norm per
+/// parameter to the host; layers/cross_entropy.hpp and optim/clip.hpp use them when present and run host loops
+/// otherwise. The CPU backend has no need of them. Semantics (cuda_backend implements them):
+///   cross_entropy_rows(rows, cols, logits, labels, allowed, scale, gradient): per row r with labels[r] >= 0, the
+///     softmax p over the allowed classes (empty list: all), gradient row = (p - onehot(label)) * scale, and the
+///     returned double is the sum of log sum exp - z_label over those rows; a row with a negative label does not
+///     count and gets a zero gradient row. The caller has checked every label and class.
+///   argmax_rows(rows, cols, logits, allowed): the allowed class of each row's highest logit, the lowest on ties.
+///   squared_norm_total(arrays, sizes): sum_i |x_i|^2 in double.
+template <class B>
+concept BackendDeviceLosses = requires(B& backend, const typename B::scalar_type* in, typename B::scalar_type* out,
+                                       index_t n, std::span<const index_t> list, double scale,
+                                       std::span<const typename B::scalar_type* const> arrays) {
+  { backend.cross_entropy_rows(n, n, in, list, list, scale, out) } -> std::same_as<double>;
+  { backend.argmax_rows(n, n, in, list) } -> std::same_as<std::vector<index_t>>;
+  { backend.squared_norm_total(arrays, list) } -> std::same_as<double>;
+};
 
 /// Instantiate (for example `static_assert(check_backend<my_backend>())`) to learn which part of the
 /// Backend contract a type misses, one readable message per part.

@@ -10,8 +10,10 @@
 // Semantics: every kernel computes what cpu_backend computes (backend/cpu_backend.hpp is the reference), within a
 // per-type tolerance: the order of floating-point additions differs (trees instead of loops). Seeded fills use the
 // same counter-based generator, so they equal the CPU's element by element (see docs/gpu.md for the exact claim).
-// Synchronisation: work is queued on the context's stream. Only three things wait for the device: copy_to_host,
-// the reductions (sum, dot, ... return a host scalar through one device->host copy of a double) and synchronize().
+// Synchronisation: work is queued on the context's stream. Only these wait for the device: copy_to_host, the
+// reductions (sum, dot, ... return a host scalar through one device->host copy of a double), the loss and prediction
+// members (cross_entropy_rows returns the loss, argmax_rows the predicted classes, squared_norm_total a norm: one
+// read each) and synchronize().
 // gather_rows, scatter_add_rows and adam_step_indexed take host index lists, as the Backend concept says; each list
 // is copied to the device explicitly (cuda_context::upload_indices) before its kernel runs.
 #pragma once
@@ -74,7 +76,7 @@ class cuda_backend {
     if (n <= 0) return;
     device_guard guard(context_->device());
     TREELORA_CUDA_CHECK(cudaMemcpyAsync(host, in, bytes(n), cudaMemcpyDeviceToHost, stream()));
-    TREELORA_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    context_->synchronize();
   }
   /// device -> device, overlapping ranges allowed (memmove semantics, like the CPU backend).
   void copy(const Scalar* in, Scalar* out, index_t n) {
@@ -285,6 +287,69 @@ class cuda_backend {
   }
   Scalar squared_norm(index_t n, const Scalar* x) { return reduce<cuda_kernels::reduction::squared_norm>(n, x, x); }
 
+  // ---------------------------------------------------------------- losses and predictions on the device
+  // The optional BackendDeviceLosses members (backend/backend.hpp): layers/cross_entropy.hpp and optim/clip.hpp call
+  // them instead of copying logits or one norm per parameter to the host. The callers validate the labels and classes.
+
+  /// Softmax cross-entropy of a rows x cols block of logits: `labels` one per row (negative: the row does not count),
+  /// `allowed_classes` the classes taking part (empty: all). Writes gradient = (p - onehot) * scale and returns the
+  /// sum of the counted rows' losses, through one device->host read.
+  double cross_entropy_rows(index_t rows, index_t cols, const Scalar* logits, std::span<const index_t> labels,
+                            std::span<const index_t> allowed_classes, double scale, Scalar* gradient) {
+    if (rows <= 0 || cols <= 0) return 0.0;
+    device_guard guard(context_->device());
+    const index_t* device_list = upload_labels_and_classes(rows, cols, labels, allowed_classes);
+    double* row_loss = context_->scratch<double>(cuda_context::scratch_slot::operand_a, rows);
+    cuda_kernels::cross_entropy_rows<<<row_blocks(rows), cuda_kernels::block_size, 0, stream()>>>(
+        rows, cols, logits, device_list, allowed_classes.empty() ? nullptr : device_list + rows, scale, gradient,
+        row_loss);
+    TREELORA_CUDA_CHECK_LAUNCH();
+    return reduce_to_double<cuda_kernels::reduction::sum>(rows, row_loss, row_loss);
+  }
+  /// The allowed class of each row's highest logit (the lowest index on ties; -1 when none is allowed), copied to the
+  /// host: rows indices instead of rows x cols logits.
+  std::vector<index_t> argmax_rows(index_t rows, index_t cols, const Scalar* logits,
+                                   std::span<const index_t> allowed_classes) {
+    std::vector<index_t> best(static_cast<std::size_t>(std::max<index_t>(rows, 0)), -1);
+    if (rows <= 0 || cols <= 0) return best;
+    device_guard guard(context_->device());
+    const index_t* device_list = upload_labels_and_classes(0, cols, {}, allowed_classes);
+    auto* device_best = context_->scratch<index_t>(cuda_context::scratch_slot::operand_a, rows);
+    cuda_kernels::argmax_rows<<<row_blocks(rows), cuda_kernels::block_size, 0, stream()>>>(rows, cols, logits,
+                                                                                         device_list, device_best);
+    TREELORA_CUDA_CHECK_LAUNCH();
+    TREELORA_CUDA_CHECK(cudaMemcpyAsync(best.data(), device_best, best.size() * sizeof(index_t),
+                                        cudaMemcpyDeviceToHost, stream()));
+    context_->synchronize();
+    return best;
+  }
+  /// sum_i |x_i|^2 over several arrays (x_i of sizes[i] elements), in double, through one device->host read: the
+  /// global norm of gradient clipping without one synchronisation per parameter.
+  double squared_norm_total(std::span<const Scalar* const> arrays, std::span<const index_t> sizes) {
+    if (arrays.size() != sizes.size())
+      throw_invalid_argument("cuda_backend::squared_norm_total", concat(arrays.size(), " arrays, ", sizes.size(), " sizes"));
+    index_t total_blocks = 0;
+    for (const index_t n : sizes) total_blocks += reduction_blocks(n);
+    if (total_blocks == 0) return 0.0;
+    device_guard guard(context_->device());
+    double* partials = context_->scratch<double>(cuda_context::scratch_slot::reduction, total_blocks + 1);
+    index_t offset = 0;
+    for (std::size_t i = 0; i < arrays.size(); ++i) {
+      const int blocks = reduction_blocks(sizes[i]);
+      if (blocks == 0) continue;
+      cuda_kernels::reduce_partials<cuda_kernels::reduction::squared_norm>
+          <<<blocks, cuda_kernels::block_size, 0, stream()>>>(sizes[i], arrays[i], arrays[i], partials + offset);
+      TREELORA_CUDA_CHECK_LAUNCH();
+      offset += blocks;
+    }
+    if (total_blocks > std::numeric_limits<int>::max())
+      throw_invalid_argument("cuda_backend::squared_norm_total", concat(total_blocks, " partial sums"));
+    cuda_kernels::reduce_final<cuda_kernels::reduction::sum>
+        <<<1, cuda_kernels::block_size, 0, stream()>>>(static_cast<int>(total_blocks), partials);
+    TREELORA_CUDA_CHECK_LAUNCH();
+    return context_->read_result(partials + total_blocks);
+  }
+
   // ---------------------------------------------------------------- optimiser kernels (PyTorch semantics)
   void sgd_step(index_t n, Scalar* param, const Scalar* grad, Scalar* momentum_buffer, Scalar lr, Scalar momentum,
                 Scalar dampening, Scalar weight_decay, bool nesterov, bool first_step) {
@@ -371,16 +436,37 @@ class cuda_backend {
 
   template <cuda_kernels::reduction R>
   Scalar reduce(index_t n, const Scalar* x, const Scalar* y) {
-    if (n <= 0) return Scalar(0);
+    return static_cast<Scalar>(reduce_to_double<R>(n, x, y));
+  }
+  /// Blocks of the first reduction pass over n elements (0 for none).
+  static int reduction_blocks(index_t n) {
+    if (n <= 0) return 0;
+    return static_cast<int>(std::min<index_t>((n + cuda_kernels::block_size - 1) / cuda_kernels::block_size, 1024));
+  }
+  template <cuda_kernels::reduction R, class T>
+  double reduce_to_double(index_t n, const T* x, const T* y) {
+    if (n <= 0) return 0.0;
     device_guard guard(context_->device());
-    const auto blocks = static_cast<int>(std::min<index_t>(
-        (n + cuda_kernels::block_size - 1) / cuda_kernels::block_size, 1024));
+    const int blocks = reduction_blocks(n);
     double* partials = context_->scratch<double>(cuda_context::scratch_slot::reduction, blocks + 1);
     cuda_kernels::reduce_partials<R><<<blocks, cuda_kernels::block_size, 0, stream()>>>(n, x, y, partials);
     TREELORA_CUDA_CHECK_LAUNCH();
     cuda_kernels::reduce_final<R><<<1, cuda_kernels::block_size, 0, stream()>>>(blocks, partials);
     TREELORA_CUDA_CHECK_LAUNCH();
-    return static_cast<Scalar>(context_->read_result(partials + blocks));  // the one device->host copy
+    return context_->read_result(partials + blocks);  // the one device->host copy
+  }
+  /// One upload of [labels (rows of them), one flag per class (cols, only when allowed_classes is non-empty)]: a
+  /// second upload could grow the staging ring and free the first list before its kernel ran.
+  const index_t* upload_labels_and_classes(index_t rows, index_t cols, std::span<const index_t> labels,
+                                           std::span<const index_t> allowed_classes) {
+    thread_local std::vector<index_t> list;
+    list.assign(labels.begin(), labels.end());
+    list.resize(static_cast<std::size_t>(rows), 0);
+    if (!allowed_classes.empty()) {
+      list.resize(static_cast<std::size_t>(rows + cols), 0);
+      for (const index_t c : allowed_classes) list[static_cast<std::size_t>(rows + c)] = 1;
+    }
+    return context_->upload_indices(list);
   }
 
   static int blas_int(index_t value, const char* what) {

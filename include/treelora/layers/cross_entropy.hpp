@@ -3,9 +3,10 @@
 //   loss = mean_r [ log sum_{c in allowed} exp(z_rc) - z_r,label_r ],  d loss / d z_rc = (p_rc - [c = label_r]) / rows
 // with p the softmax over the allowed classes; a class outside `allowed_classes` is treated as z = -inf: zero
 // probability and zero gradient. This is how one task's classes are trained on a head shared by all classes.
-// Both functions copy the [rows, classes] logits to the host and compute in double: the matrix is small (a batch by
-// a few classes), and the labels and masks live on the host anyway. The host scratch is thread-local and only
-// grows, so a training loop allocates nothing after its first step.
+// On a host-accessible backend (the CPU's) they compute in double on the host; the host scratch is thread-local and
+// only grows, so a training loop allocates nothing after its first step. A backend with the optional
+// BackendDeviceLosses members (the CUDA one) computes them where the logits are: the labels go to the device, the
+// loss (one double) or the predicted classes come back, never the logits.
 #pragma once
 
 #include <algorithm>
@@ -60,11 +61,17 @@ double cross_entropy_loss(const_tensor_view<B> logits, std::span<const index_t> 
       throw_invalid_argument("cross_entropy_loss", concat("row ", r, ": label ", label, " is not in the allowed classes ",
                                                           detail::describe_classes(allowed_classes)));
   }
+  const double inv_rows = 1.0 / static_cast<double>(rows);
+  if constexpr (!B::is_host_accessible && BackendDeviceLosses<B>) {
+    const double loss = logits.backend()->cross_entropy_rows(rows, classes, logits.data(), labels, allowed_classes,
+                                                             inv_rows, gradient.data()) * inv_rows;
+    require_finite(loss, "cross_entropy_loss", "loss");
+    return loss;
+  }
   thread_local std::vector<S> host;  // host copy of the logits, overwritten by the gradient
   host.resize(static_cast<std::size_t>(rows * classes));
   logits.backend()->copy_to_host(logits.data(), host.data(), rows * classes);
   double total = 0;
-  const double inv_rows = 1.0 / static_cast<double>(rows);
   for (index_t r = 0; r < rows; ++r) {
     S* z = host.data() + r * classes;
     double top = -std::numeric_limits<double>::infinity();
@@ -152,11 +159,17 @@ double token_cross_entropy_loss(const_tensor_view<B> logits, std::span<const ind
     require_finite(loss, "token_cross_entropy_loss", "loss");
     return loss;
   }
+  const double inv_counted = 1.0 / static_cast<double>(counted);
+  if constexpr (BackendDeviceLosses<B>) {  // ignored_label is negative: the device kernel skips those rows
+    const double loss = logits.backend()->cross_entropy_rows(rows, vocabulary, logits.data(), labels, {}, inv_counted,
+                                                             gradient.data()) * inv_counted;
+    require_finite(loss, "token_cross_entropy_loss", "loss");
+    return loss;
+  }
   thread_local std::vector<S> host;
   host.resize(static_cast<std::size_t>(rows * vocabulary));
   logits.backend()->copy_to_host(logits.data(), host.data(), rows * vocabulary);
   double total = 0;
-  const double inv_counted = 1.0 / static_cast<double>(counted);
   for (index_t r = 0; r < rows; ++r) {
     S* z = host.data() + r * vocabulary;
     const index_t label = labels[static_cast<std::size_t>(r)];
@@ -194,6 +207,8 @@ std::vector<index_t> argmax_rows(const_tensor_view<B> logits, std::span<const in
   using S = typename B::scalar_type;
   const index_t rows = logits.rows(), classes = logits.cols();
   const auto& allowed = detail::class_mask("argmax_rows", classes, allowed_classes);
+  if constexpr (!B::is_host_accessible && BackendDeviceLosses<B>)
+    return logits.backend()->argmax_rows(rows, classes, logits.data(), allowed_classes);
   thread_local std::vector<S> host;
   host.resize(static_cast<std::size_t>(rows * classes));
   if (rows * classes > 0) logits.backend()->copy_to_host(logits.data(), host.data(), rows * classes);

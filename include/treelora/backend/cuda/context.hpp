@@ -217,8 +217,12 @@ class cuda_context {
   /// Waits for everything queued on the stream.
   void synchronize() {
     device_guard guard(device());
+    ++host_waits_;
     TREELORA_CUDA_CHECK(cudaStreamSynchronize(stream()));
   }
+  /// How many times the host has waited for this context's device work so far (synchronize, every device->host
+  /// read, a wrap of the index staging ring): a training step's count says whether it is one stream of kernels.
+  std::uint64_t host_waits() const { return host_waits_; }
 
   /// A buffer on this context's device, freed in stream order.
   template <class T>
@@ -251,6 +255,7 @@ class cuda_context {
       index_ring_device_ = allocate<index_t>(capacity);
       index_ring_cursor_ = 0;
     } else if (index_ring_cursor_ + n > index_ring_host_.size()) {
+      ++host_waits_;
       TREELORA_CUDA_CHECK(cudaEventSynchronize(index_ring_event_));
       index_ring_cursor_ = 0;
     }
@@ -269,6 +274,7 @@ class cuda_context {
   double read_result(const double* device_value) {
     TREELORA_CUDA_CHECK(
         cudaMemcpyAsync(host_result_.data(), device_value, sizeof(double), cudaMemcpyDeviceToHost, stream()));
+    ++host_waits_;
     TREELORA_CUDA_CHECK(cudaStreamSynchronize(stream()));
     return *host_result_.data();
   }
@@ -283,6 +289,7 @@ class cuda_context {
   std::shared_ptr<cuda_detail::stream_resources> resources_;
   gemm_mode mode_;
   int multiprocessors_ = 0;
+  std::uint64_t host_waits_ = 0;
   cublasHandle_t blas_ = nullptr;
   device_buffer<std::byte> scratch_[static_cast<int>(scratch_slot::count)];
   pinned_buffer<index_t> index_ring_host_;

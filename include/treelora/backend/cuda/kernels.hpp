@@ -332,6 +332,60 @@ __global__ void rms_norm_parameter_gradient(index_t rows, index_t cols, const Sc
   }
 }
 
+// ---------------------------------------------------------------- losses and predictions: one warp per row, in double
+// The device twins of layers/cross_entropy.hpp's host loops. `labels` holds one label per row, negative for a row that
+// does not count (its gradient row is zero, its loss 0); `allowed` (may be null) holds one flag per class, 0 for a
+// class treated as z = -inf (zero probability, zero gradient).
+
+/// gradient[r, c] = (p_rc - [c = label_r]) * scale with p the softmax over the allowed classes;
+/// row_loss[r] = log sum_allowed exp(z_r) - z_r,label_r.
+template <class Scalar>
+__global__ void cross_entropy_rows(index_t rows, index_t cols, const Scalar* logits, const index_t* labels,
+                                   const index_t* allowed, double scale, Scalar* gradient, double* row_loss) {
+  const index_t r = warp_row();
+  if (r >= rows) return;
+  const Scalar* z = logits + r * cols;
+  Scalar* g = gradient + r * cols;
+  const index_t label = labels[r];
+  if (label < 0) {
+    for (index_t c = lane(); c < cols; c += 32) g[c] = Scalar(0);
+    if (lane() == 0) row_loss[r] = 0.0;
+    return;
+  }
+  double top = -INFINITY;
+  for (index_t c = lane(); c < cols; c += 32)
+    if (!allowed || allowed[c]) top = fmax(top, static_cast<double>(z[c]));
+  top = warp_max(top);
+  double normaliser = 0;
+  for (index_t c = lane(); c < cols; c += 32)
+    if (!allowed || allowed[c]) normaliser += exp(static_cast<double>(z[c]) - top);
+  normaliser = warp_sum(normaliser);
+  for (index_t c = lane(); c < cols; c += 32) {
+    const double p = (!allowed || allowed[c]) ? exp(static_cast<double>(z[c]) - top) / normaliser : 0.0;
+    g[c] = static_cast<Scalar>((p - (c == label ? 1.0 : 0.0)) * scale);
+  }
+  if (lane() == 0) row_loss[r] = log(normaliser) - (static_cast<double>(z[label]) - top);
+}
+
+/// best[r] = the allowed class of the highest logit in row r, the lowest index on ties; -1 when no class is allowed.
+template <class Scalar>
+__global__ void argmax_rows(index_t rows, index_t cols, const Scalar* logits, const index_t* allowed, index_t* best) {
+  const index_t r = warp_row();
+  if (r >= rows) return;
+  const Scalar* z = logits + r * cols;
+  index_t index = -1;
+  Scalar value = Scalar(0);
+  for (index_t c = lane(); c < cols; c += 32)  // each lane's own columns ascend: a strict > keeps the lowest on ties
+    if ((!allowed || allowed[c]) && (index < 0 || z[c] > value)) index = c, value = z[c];
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const index_t other_index = __shfl_xor_sync(full_mask, index, offset);
+    const Scalar other_value = __shfl_xor_sync(full_mask, value, offset);
+    if (other_index >= 0 && (index < 0 || other_value > value || (other_value == value && other_index < index)))
+      index = other_index, value = other_value;
+  }
+  if (lane() == 0) best[r] = index;
+}
+
 // ---------------------------------------------------------------- gather / scatter (device index lists)
 template <class Scalar>
 __global__ void gather_rows(index_t count, const index_t* rows, index_t cols, const Scalar* in, Scalar* out) {
