@@ -13,6 +13,7 @@
 #include <cstdlib>
 
 #include "bench_support.hpp"
+#include "language_model_flops.hpp"
 #include "treelora/models/llama.hpp"
 #include "treelora/optim/adam.hpp"
 
@@ -26,15 +27,6 @@ namespace {
 double peak_gflops() {
   if (const char* v = std::getenv("TREELORA_PEAK_GFLOPS")) return std::atof(v);
   return 157.0;
-}
-
-/// FLOPs of one LoRA step per token with a frozen base: forward 2N, input gradients 2N, attention 12 L d_q T.
-double step_flops_per_token(const llama_config& c, index_t tokens) {
-  const double d = double(c.hidden_size), q = double(c.num_attention_heads * c.head_width()),
-               kv = double(c.num_key_value_heads * c.head_width()), inner = double(c.intermediate_size);
-  const double per_layer = d * q * 2 + d * kv * 2 + 3 * d * inner;
-  const double n = double(c.num_hidden_layers) * per_layer + double(c.vocab_size) * d * (c.tie_word_embeddings ? 1 : 2);
-  return 4 * n + 12 * double(c.num_hidden_layers) * q * double(tokens);
 }
 
 llama_config named(const std::string& name) {
@@ -77,7 +69,7 @@ void lm_lora_step(benchmark::State& state, const std::string& config_name, index
     times.push_back(seconds);
   }
   const double t = median(times), tokens_per_s = double(batch * tokens) / t;
-  const double flops = step_flops_per_token(c, tokens);
+  const double flops = treelora::bench::lora_step_flops_per_token(c, tokens);
   state.counters["step_ms"] = 1e3 * t;
   state.counters["forward_ms"] = 1e3 * median(forward_times);
   state.counters["loss_ms"] = 1e3 * median(loss_times);

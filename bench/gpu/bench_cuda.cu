@@ -25,6 +25,8 @@
 
 #include <treelora/treelora.hpp>
 
+#include "../bench_support.hpp"
+#include "../language_model_flops.hpp"
 #include "treelora/backend/cuda_backend.hpp"
 #include "treelora/models/llama.hpp"
 #include "treelora/models/vit.hpp"
@@ -32,13 +34,10 @@
 
 using namespace treelora;
 using G = cuda_backend<float>;
+using treelora::bench::median;
 
 namespace {
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
 
 /// Seconds between two events recorded on the stream around `work` (waits for the stop event).
 class event_timer {
@@ -67,6 +66,23 @@ class event_timer {
  private:
   cudaEvent_t start_ = nullptr, stop_ = nullptr;
 };
+
+/// Times `step` once per benchmark iteration after one warm-up call (allocations, cuBLAS's heuristics), with CUDA
+/// events on the context's stream; sets the manual iteration times and the counter host_waits_per_step.
+template <class Step>
+std::vector<double> time_training_steps(benchmark::State& state, cuda_context& context, Step& step) {
+  step();
+  event_timer timer;
+  std::vector<double> times;
+  const std::uint64_t waits = context.host_waits();
+  for (auto _ : state) {
+    const double s = timer.seconds(context.stream(), step);
+    times.push_back(s);
+    state.SetIterationTime(s);
+  }
+  state.counters["host_waits_per_step"] = double(context.host_waits() - waits) / double(std::max<std::size_t>(times.size(), 1));
+  return times;
+}
 
 constexpr gemm_mode modes[] = {gemm_mode::fp32, gemm_mode::tf32, gemm_mode::bf16};
 const char* mode_name(gemm_mode m) { return m == gemm_mode::fp32 ? "fp32" : m == gemm_mode::tf32 ? "tf32" : "bf16"; }
@@ -151,29 +167,11 @@ void vit_training_step(benchmark::State& state) {
     model.backward(logits_gradient);
     optimizer.step();
   };
-  step();  // warm-up: allocations, cuBLAS heuristics
-  event_timer timer;
-  std::vector<double> times;
-  const std::uint64_t waits = context.host_waits();
-  for (auto _ : state) {
-    const double s = timer.seconds(context.stream(), step);
-    times.push_back(s);
-    state.SetIterationTime(s);
-  }
-  state.counters["host_waits_per_step"] = double(context.host_waits() - waits) / double(times.size());
+  const std::vector<double> times = time_training_steps(state, context, step);
   state.counters["step_ms"] = 1e3 * median(times);
   state.counters["images_per_s"] = double(batch) / median(times);
   state.counters["loss"] = loss;
   state.SetLabel(mode_name(mode));
-}
-
-/// FLOPs of one LoRA step per token with a frozen base: forward 2N, input gradients 2N, attention 12 L d_q T.
-double step_flops_per_token(const llama_config& c, index_t tokens) {
-  const double d = double(c.hidden_size), q = double(c.num_attention_heads * c.head_width()),
-               kv = double(c.num_key_value_heads * c.head_width()), inner = double(c.intermediate_size);
-  const double per_layer = d * q * 2 + d * kv * 2 + 3 * d * inner;
-  const double n = double(c.num_hidden_layers) * per_layer + double(c.vocab_size) * d * (c.tie_word_embeddings ? 1 : 2);
-  return 4 * n + 12 * double(c.num_hidden_layers) * q * double(tokens);
 }
 
 void lm_lora_step(benchmark::State& state) {
@@ -205,19 +203,10 @@ void lm_lora_step(benchmark::State& state) {
     model.backward(gradient);
     optimiser.step();
   };
-  step();  // warm-up: allocations, cuBLAS heuristics
-  event_timer timer;
-  std::vector<double> times;
-  const std::uint64_t waits = context.host_waits();
-  for (auto _ : state) {
-    const double s = timer.seconds(context.stream(), step);
-    times.push_back(s);
-    state.SetIterationTime(s);
-  }
-  state.counters["host_waits_per_step"] = double(context.host_waits() - waits) / double(times.size());
+  const std::vector<double> times = time_training_steps(state, context, step);
   const char* peak = std::getenv("TREELORA_PEAK_TFLOPS");
   const double t = median(times), tokens_per_s = double(batch * tokens) / t;
-  const double tflops = tokens_per_s * step_flops_per_token(c, tokens) / 1e12;
+  const double tflops = tokens_per_s * treelora::bench::lora_step_flops_per_token(c, tokens) / 1e12;
   state.counters["step_ms"] = 1e3 * t;
   state.counters["tokens_per_s"] = tokens_per_s;
   state.counters["TFLOP_per_s"] = tflops;

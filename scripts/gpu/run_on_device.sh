@@ -93,14 +93,14 @@ fi
 
 if wants nccl && [[ -x "$bin/test_nccl" ]]; then
   # One rank as an MPI singleton (no mpirun needed where Open MPI's singleton start works).
-  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 run test_nccl_1_rank 120 "$bin/test_nccl"
+  run test_nccl_1_rank 120 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "$bin/test_nccl"
 fi
 
 if wants bench; then
   run bench_cuda 300 "$bin/bench_cuda" --benchmark_format=console --benchmark_out="$out/bench_cuda.json" \
     --benchmark_out_format=json --benchmark_min_warmup_time=0.2
-  PYTHONUNBUFFERED=1 run pytorch_gpu_reference 240 bash -c \
-    "python3 bench/gpu/pytorch_gpu_reference.py --repeats 30 | tee '$out/pytorch.txt'"
+  run pytorch_gpu_reference 300 env PYTHONUNBUFFERED=1 bash -c \
+    "set -o pipefail; python3 bench/gpu/pytorch_gpu_reference.py --repeats 30 | tee '$out/pytorch.txt'"
 fi
 
 if wants interop; then
