@@ -451,7 +451,7 @@ run_record run_method(const std::string& method, const options& o, std::uint64_t
   // where a small model's answers score near zero. Task 0's loss before training (the model on the base weights,
   // also when a run resumes) anchors the first task's drop.
   const auto run_with_losses = [&](auto& model, auto& strategy) {
-    held_out_loss losses(model, stream, 32);
+    held_out_loss losses(model, stream, 32, false, run.communicator);  // data-parallel: one rank a task
     record.base_loss = losses.loss(0);
     if (method == "Joint") {
       record.result = run_joint(model, stream, strategy, optimizer, run, progress);

@@ -55,20 +55,22 @@ const runner_options options{.epochs_per_task = 2, .batch_size = 8, .eval_batch_
 
 /// Trains model type M with strategy S in one process and data-parallel on `world`; checks that they agree within
 /// `tolerance` (parameters, relative), with equal matrices and per-task losses, and that every rank holds rank 0's
-/// parameters bit for bit.
+/// parameters bit for bit; the held-out losses, split over the ranks, are one process's.
 template <class M, class S, class MakeModel, class MakeStrategy>
 void compare(mpi_communicator& world, MakeModel make_model, MakeStrategy make_strategy, double tolerance) {
   const token_stream stream = make_stream(20, 6);
   D backend;
   M alone = make_model(backend);
   S s1 = make_strategy();
-  const run_result expected = run_stream(alone, stream, s1, adam_at(1e-2), options);
+  held_out_loss alone_losses(alone, stream, 4, true);
+  const run_result expected = run_stream(alone, stream, s1, adam_at(1e-2), options, alone_losses);
   M shared = make_model(backend);
   S s2 = make_strategy();
   runner_options parallel = options;
   counting counted{world};
   parallel.communicator = counted;
-  const run_result got = run_stream(shared, stream, s2, adam_at(1e-2), parallel);
+  held_out_loss shared_losses(shared, stream, 4, true, parallel.communicator);  // task j's losses from rank j % N
+  const run_result got = run_stream(shared, stream, s2, adam_at(1e-2), parallel, shared_losses);
   // at least every step's gradients (and every trainable value is one of them)
   CHECK(counted.summed >= std::size_t(got.steps) * trained_values(shared).size() / 4);
   MESSAGE("summed ", counted.summed, " values over ", got.steps, " steps");
@@ -82,6 +84,12 @@ void compare(mpi_communicator& world, MakeModel make_model, MakeStrategy make_st
     }
   }
   CHECK(same_matrix(got.task_il, expected.task_il));
+  const index_t n = alone_losses.losses().tasks();
+  for (index_t i = 0; i < n; ++i)
+    for (index_t j = 0; j < n; ++j) {
+      INFO("held-out loss after task ", i, " on task ", j);
+      CHECK(shared_losses.losses()(i, j) == doctest::Approx(alone_losses.losses()(i, j)).epsilon(10 * tolerance));
+    }
   for (std::size_t i = 0; i < expected.final_loss.size(); ++i)
     CHECK(got.final_loss[i] == doctest::Approx(expected.final_loss[i]).epsilon(tolerance));
   const auto a = trained_values(shared);

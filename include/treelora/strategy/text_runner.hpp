@@ -20,6 +20,7 @@
 #include <limits>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "treelora/data/text_batches.hpp"
@@ -201,11 +202,15 @@ class stream_feed<token_stream, M> {
 /// (metrics/text_evaluation.hpp, answer_loss_tokens), for j <= n + 1 or for every j (`all_tasks`). Forward passes
 /// only, in evaluation mode, after the strategy's end_task and outside the timed training. The rows travel with the
 /// run's checkpoint: a resumed run (given the callback again) holds every row an uninterrupted run would.
+/// Data-parallel runs (`communicator` of size N, the run's own): as the runner's scores, task j's loss is computed by
+/// rank j % N alone and one sum per row gives every rank the whole row.
 template <Model M>
 class held_out_loss {
  public:
-  held_out_loss(M& model, const token_stream& stream, index_t batch_size = 32, bool all_tasks = false)
-      : model_(model), stream_(stream), batch_size_(batch_size), all_tasks_(all_tasks), losses_(index_t(stream.tasks.size())) {
+  held_out_loss(M& model, const token_stream& stream, index_t batch_size = 32, bool all_tasks = false,
+                any_communicator communicator = {})
+      : model_(model), stream_(stream), batch_size_(batch_size), all_tasks_(all_tasks),
+        communicator_(std::move(communicator)), losses_(index_t(stream.tasks.size())) {
     if (batch_size <= 0) throw_invalid_argument("held_out_loss", concat("batch size ", batch_size, " must be positive"));
     validate_stream(stream, "held_out_loss");
   }
@@ -216,10 +221,13 @@ class held_out_loss {
   void record(index_t n) {
     if (n < 0 || n >= losses_.tasks())
       throw_invalid_argument("held_out_loss", concat("task ", n, " outside the stream's ", losses_.tasks(), " tasks"));
+    std::vector<double> row;
     for (index_t j = 0; j < losses_.tasks(); ++j) {
       if (j > n + 1 && !all_tasks_) break;
-      losses_(n, j) = loss(j);
+      row.push_back(detail::owns_task(communicator_, j) ? loss(j) : 0.0);  // another rank's task: 0 in the sum
     }
+    if (communicator_.size() > 1) communicator_.all_reduce_sum(std::span<double>(row));
+    for (std::size_t j = 0; j < row.size(); ++j) losses_(n, index_t(j)) = row[j];
   }
 
   /// Task j's held-out answer loss for the model as it is.
@@ -252,6 +260,7 @@ class held_out_loss {
   const token_stream& stream_;
   index_t batch_size_;
   bool all_tasks_;
+  any_communicator communicator_;
   accuracy_matrix losses_;
 };
 
