@@ -1,5 +1,6 @@
 # Installs treelora from BUILD_DIR into a scratch prefix, then builds and runs tests/consumer against it with
-# find_package, and compiles consumer.cpp once more with the flags pkg-config reports.
+# find_package, and compiles consumer.cpp once more with the flags pkg-config reports. LINK_FLAGS: the build's own
+# linker flags, which a consumer of its libraries needs too (the sanitize preset's runtimes).
 set(prefix "${WORK_DIR}/prefix")
 file(REMOVE_RECURSE "${WORK_DIR}")
 execute_process(COMMAND ${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${prefix}" RESULT_VARIABLE rc OUTPUT_QUIET)
@@ -7,7 +8,8 @@ if(rc)
   message(FATAL_ERROR "install failed: ${rc}")
 endif()
 execute_process(COMMAND ${CMAKE_COMMAND} -S "${SOURCE_DIR}/tests/consumer" -B "${WORK_DIR}/consumer" -G Ninja
-                        -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release RESULT_VARIABLE rc)
+                        -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release "-DCMAKE_EXE_LINKER_FLAGS=${LINK_FLAGS}"
+                        RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "configuring the consumer with find_package(treelora) failed: ${rc}")
 endif()
@@ -40,8 +42,9 @@ endif()
 execute_process(COMMAND pkg-config --libs treelora OUTPUT_VARIABLE libs OUTPUT_STRIP_TRAILING_WHITESPACE)
 separate_arguments(cflags)
 separate_arguments(libs)
+separate_arguments(link_flags UNIX_COMMAND "${LINK_FLAGS}")
 # libraries after the source, as a linker with --as-needed requires
-execute_process(COMMAND c++ ${cflags} "${SOURCE_DIR}/tests/consumer/consumer.cpp" ${libs} -o "${WORK_DIR}/pc_consumer"
+execute_process(COMMAND c++ ${cflags} "${SOURCE_DIR}/tests/consumer/consumer.cpp" ${libs} ${link_flags} -o "${WORK_DIR}/pc_consumer"
                 RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "compiling with pkg-config flags (${cflags} ... ${libs}) failed: ${rc}")

@@ -534,3 +534,18 @@ TEST_CASE("host_memory counts every CPU buffer alive and the peak since a reset"
   host_buffer<float> empty(0);  // nothing allocated, nothing counted
   CHECK(host_memory::current() == base);
 }
+
+TEST_CASE("an empty (default-constructed) tensor used as data throws, naming the operation, instead of dereferencing null") {
+  tensor<cpu_backend<float>> empty;
+  CHECK(empty.empty());
+  const auto message = doctest::Contains("the tensor is empty (default-constructed)");
+  CHECK_THROWS_WITH_AS(empty.view(), message, std::invalid_argument);
+  CHECK_THROWS_WITH_AS(std::as_const(empty).view(), doctest::Contains("tensor::view"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(empty.backend(), doctest::Contains("tensor::backend"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(empty.to_host(), message, std::invalid_argument);
+  CHECK_THROWS_WITH_AS(empty.fill(1.0f), doctest::Contains("tensor::fill"), std::invalid_argument);
+  cpu_backend<float> backend;
+  empty.resize(backend, shape{0, 3});  // a tensor of no elements, on a backend, is a tensor
+  CHECK(empty.view().numel() == 0);
+  CHECK(empty.to_host().empty());
+}

@@ -602,8 +602,9 @@ class stream_feed<task_stream, M> {
   template <class S, class Optimizer>
   double train(S& strategy, Optimizer& optimizer, const parameter_list<B>& params, index_t n, std::span<const index_t> rows,
                training_context& context) {
-    if (rows.empty()) labels_.clear();  // a data-parallel rank with no share of this batch
-    else detail::load_batch(task(n).train, rows, x_, labels_, staging_, model_.backend());
+    // a data-parallel rank with no share of this batch loads an empty one (x_ must be a tensor even then: UBSan
+    // caught a view of the never-loaded x_ when a rank's first batch was empty)
+    detail::load_batch(task(n).train, rows, x_, labels_, staging_, model_.backend());
     const std::span<const index_t> classes =
         options_.train_on_task_classes ? std::span<const index_t>(task(n).classes) : std::span<const index_t>();
     return train_step(model_, strategy, optimizer, params, x_, labels_, classes, context, logits_gradient_, options_.clip_norm,

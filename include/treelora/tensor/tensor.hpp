@@ -4,6 +4,7 @@
 #pragma once
 
 #include <span>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -106,7 +107,7 @@ class tensor {
   index_t numel() const { return shape_.numel(); }
   index_t rows() const { return shape_.rows(); }
   index_t cols() const { return shape_.cols(); }
-  B& backend() const { return *backend_; }
+  B& backend() const { return *require_backend("backend"); }
   bool empty() const { return backend_ == nullptr; }
 
   /// Changes the shape, reallocating only when the new size exceeds the capacity. Contents are unspecified
@@ -117,16 +118,23 @@ class tensor {
     shape_ = s;
   }
   void fill(scalar_type value) {
-    if (numel()) backend_->fill(data(), numel(), value);
+    if (numel()) require_backend("fill")->fill(data(), numel(), value);
   }
 
-  tensor_view<B> view() { return {*backend_, data(), shape_}; }
-  const_tensor_view<B> view() const { return {*backend_, data(), shape_}; }
+  tensor_view<B> view() { return {*require_backend("view"), data(), shape_}; }
+  const_tensor_view<B> view() const { return {*require_backend("view"), data(), shape_}; }
   operator tensor_view<B>() { return view(); }               // NOLINT: implicit by design
   operator const_tensor_view<B>() const { return view(); }   // NOLINT: implicit by design
   std::vector<scalar_type> to_host() const { return view().to_host(); }
 
  private:
+  /// A default-constructed (empty) tensor has no backend: using one as data is the caller's bug, reported as such.
+  B* require_backend(std::string_view what) const {
+    if (!backend_)
+      throw_invalid_argument(concat("tensor::", what), "the tensor is empty (default-constructed): it has no backend or data");
+    return backend_;
+  }
+
   B* backend_ = nullptr;
   typename B::buffer_type buffer_;
   treelora::shape shape_;
