@@ -15,6 +15,7 @@
 #include <deque>
 #include <chrono>
 #include <filesystem>
+#include <initializer_list>
 #include <numeric>
 #include <optional>
 #include <string>
@@ -283,9 +284,10 @@ double reduce_gradients(const any_communicator& communicator, const parameter_li
 /// of the three matrices are summed over the ranks, the other ranks' entries set to 0 first (a NaN the owner left
 /// stays NaN), so that every rank holds the whole row.
 inline bool owns_task(const any_communicator& communicator, index_t j) { return j % communicator.size() == communicator.rank(); }
-inline void share_scores(const any_communicator& communicator, run_result& result, index_t n, index_t scored) {
+/// share_rows does it for any matrices (also held_out_loss's, strategy/text_runner.hpp).
+inline void share_rows(const any_communicator& communicator, std::initializer_list<accuracy_matrix*> matrices, index_t n,
+                       index_t scored) {
   if (communicator.size() == 1 || scored == 0) return;
-  accuracy_matrix* matrices[] = {&result.task_il, &result.class_il, &result.task_identity};
   std::vector<double> row;
   for (auto* m : matrices)
     for (index_t j = 0; j < scored; ++j) row.push_back(owns_task(communicator, j) ? (*m)(n, j) : 0.0);
@@ -293,6 +295,9 @@ inline void share_scores(const any_communicator& communicator, run_result& resul
   std::size_t k = 0;
   for (auto* m : matrices)
     for (index_t j = 0; j < scored; ++j) (*m)(n, j) = row[k++];
+}
+inline void share_scores(const any_communicator& communicator, run_result& result, index_t n, index_t scored) {
+  share_rows(communicator, {&result.task_il, &result.class_il, &result.task_identity}, n, scored);
 }
 }  // namespace detail
 

@@ -221,13 +221,13 @@ class held_out_loss {
   void record(index_t n) {
     if (n < 0 || n >= losses_.tasks())
       throw_invalid_argument("held_out_loss", concat("task ", n, " outside the stream's ", losses_.tasks(), " tasks"));
-    std::vector<double> row;
+    index_t scored = 0;
     for (index_t j = 0; j < losses_.tasks(); ++j) {
       if (j > n + 1 && !all_tasks_) break;
-      row.push_back(detail::owns_task(communicator_, j) ? loss(j) : 0.0);  // another rank's task: 0 in the sum
+      scored = j + 1;
+      if (detail::owns_task(communicator_, j)) losses_(n, j) = loss(j);  // else another data-parallel rank's
     }
-    if (communicator_.size() > 1) communicator_.all_reduce_sum(std::span<double>(row));
-    for (std::size_t j = 0; j < row.size(); ++j) losses_(n, index_t(j)) = row[j];
+    detail::share_rows(communicator_, {&losses_}, n, scored);
   }
 
   /// Task j's held-out answer loss for the model as it is.
